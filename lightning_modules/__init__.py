@@ -1,0 +1,6 @@
+"""LightningModules of the suite: one folder per model (torch_model.py + lightning_model.py)."""
+
+from .base import MERClassifier
+from .ststnet import STSTNet
+
+__all__ = ["MERClassifier", "STSTNet"]

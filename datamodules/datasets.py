@@ -1,0 +1,67 @@
+"""Thin map-style datasets. Every item is a dict of tensors with an 'index' into the sample table.
+
+Keys a model may read: 'flow' (T-1, C, H, W) flow sequence, 'apex_flow' (C, H, W) onset→apex flow,
+'frames' (T, 3, H, W) RGB in [0, 1], 'au' (n_AU,) multi-hot, 'au_mask' (whether AU labels exist),
+'label'.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .cache import ClipCache
+
+
+class TensorDictDataset(Dataset):
+    """Rows of in-memory tensors that share their first axis."""
+
+    def __init__(self, tensors: dict[str, Tensor], rows: np.ndarray) -> None:
+        self.tensors = tensors
+        self.rows = np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        row = int(self.rows[i])
+        return {"index": torch.tensor(row), **{k: v[row] for k, v in self.tensors.items()}}
+
+
+class PreparedClipDataset(Dataset):
+    """Clips read lazily from a memory-mapped ClipCache.
+
+    Args:
+        cache: the prepared cache.
+        rows: row positions of the cache index that belong to this split.
+        labels: integer class label of every cache row.
+        with_frames: also return the RGB frames (for models that need appearance, e.g. LED).
+    """
+
+    def __init__(self, cache: ClipCache, rows: np.ndarray, labels: np.ndarray, with_frames: bool = True) -> None:
+        self.cache = cache
+        self.rows = np.asarray(rows)
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.apex_pos = torch.as_tensor(cache.index["apex_pos"].to_numpy(), dtype=torch.long)
+        self.with_frames = with_frames
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        row = int(self.rows[i])
+        flow = torch.from_numpy(np.asarray(self.cache.array("flow")[row], dtype=np.float32))
+        item = {
+            "index": torch.tensor(row),
+            "label": self.labels[row],
+            "flow": flow,
+            "apex_flow": flow[self.apex_pos[row] - 1],
+            "au": torch.from_numpy(np.asarray(self.cache.array("au")[row], dtype=np.float32)),
+            "au_mask": torch.tensor(True),
+        }
+        if self.with_frames:
+            frames = np.asarray(self.cache.array("frames")[row], dtype=np.float32) / 255.0
+            item["frames"] = torch.from_numpy(frames)
+        return item

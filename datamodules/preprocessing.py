@@ -1,0 +1,74 @@
+"""Clip preprocessing shared by every clip dataset (MEDN §IV-B).
+
+A clip becomes T frames sampled uniformly over its onset→offset interval (linear interpolation
+between neighbouring frames, so short clips are stretched), and a TV-L1 optical-flow sequence of
+every sampled frame against the first one: (T-1, 2, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TVL1Settings:
+    """Parameters of OpenCV's Dual TV-L1 (defaults are OpenCV's)."""
+
+    tau: float = 0.25
+    lambda_: float = 0.15
+    theta: float = 0.3
+    nscales: int = 5
+    warps: int = 5
+    epsilon: float = 0.01
+
+    def create(self) -> cv2.optflow.DualTVL1OpticalFlow:
+        return cv2.optflow.DualTVL1OpticalFlow_create(**asdict(self))
+
+
+def sample_positions(start: int, stop: int, num_frames: int) -> np.ndarray:
+    """`num_frames` fractional frame positions spread evenly over [start, stop] (both included)."""
+    if stop < start:
+        raise ValueError(f"interval end {stop} is before its start {start}")
+    return np.linspace(start, stop, num_frames)
+
+
+def interpolate_frames(frames: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Frames at fractional `positions`, linearly blended from their two neighbours.
+
+    Works for any trailing shape (images, landmarks); the result keeps `frames.dtype`.
+    """
+    lo = np.floor(positions).astype(int)
+    hi = np.minimum(lo + 1, len(frames) - 1)
+    w = (positions - lo).reshape(-1, *([1] * (frames.ndim - 1)))
+    out = (1.0 - w) * frames[lo].astype(np.float32) + w * frames[hi].astype(np.float32)
+    if np.issubdtype(frames.dtype, np.integer):
+        out = np.rint(out)
+    return out.astype(frames.dtype)
+
+
+def to_gray(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) RGB uint8 -> (T, H, W) grayscale uint8."""
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+
+
+def flow_sequence(gray: np.ndarray, settings: TVL1Settings = TVL1Settings()) -> np.ndarray:
+    """TV-L1 flow of each frame against the first: (T, H, W) uint8 -> (T-1, 2, H, W) float32."""
+    tvl1 = settings.create()
+    flows = [tvl1.calc(gray[0], frame, None) for frame in gray[1:]]
+    return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def optical_strain(flow: np.ndarray) -> np.ndarray:
+    """Optical strain magnitude of a (2, H, W) flow field (composite-protocol third channel)."""
+    u, v = flow
+    uy, ux = np.gradient(u)
+    vy, vx = np.gradient(v)
+    return np.sqrt(ux**2 + vy**2 + 0.5 * (uy + vx) ** 2)
+
+
+def nearest_sampled_index(positions: np.ndarray, frame: int) -> int:
+    """Index (>= 1) of the sampled frame closest to `frame`, e.g. the apex among the flow targets."""
+    return int(np.argmin(np.abs(positions[1:] - frame))) + 1

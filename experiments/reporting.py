@@ -1,0 +1,68 @@
+"""Result files of a LOSO run: atomic writes, the confusion-matrix plot and the printed table."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a killed run never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix with counts, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(matrix)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 2.5, 1.1 * len(class_names) + 2))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="recall")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def result_table(metrics: dict[str, Any]) -> str:
+    """Pooled UF1/UAR/accuracy overall and per database, then per class."""
+    lines = [f"LOSO result: pooled predictions of {metrics['n_folds']} folds, {metrics['n_samples']} samples",
+             f"{'dataset':<12}{'n':>6}{'UF1':>9}{'UAR':>9}{'Acc':>9}"]
+    rows = [("all", metrics)] + list(metrics["per_dataset"].items()) if len(metrics["per_dataset"]) > 1 else [("all", metrics)]
+    for name, m in rows:
+        lines.append(f"{name:<12}{m['n_samples']:>6}{m['uf1']:>9.4f}{m['uar']:>9.4f}{m['acc']:>9.4f}")
+    lines.append(f"{'class':<12}{'n':>6}{'F1':>9}{'recall':>9}")
+    for name, m in metrics["per_class"].items():
+        lines.append(f"{name:<12}{m['support']:>6}{m['f1']:>9.4f}{m['recall']:>9.4f}")
+    return "\n".join(lines)
