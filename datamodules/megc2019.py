@@ -67,7 +67,7 @@ class MEGC2019CompositeDataModule(LOSODataModule):
 
     def load_table(self) -> pd.DataFrame:
         try:
-            sheet = pd.read_csv(self.labels_path, dtype={"sub": str, "filename_o": str})
+            sheet = pd.read_csv(self.labels_path, dtype={"sub": str, "filename_o": str, "label": str})
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
             raise MERError(f"{self.labels_path}: not a readable CSV ({err}); expected columns {list(LABEL_COLUMNS)}") from err
         missing = [c for c in LABEL_COLUMNS if c not in sheet.columns]
@@ -79,7 +79,7 @@ class MEGC2019CompositeDataModule(LOSODataModule):
             first = bad.iloc[0]
             raise MERError(
                 f"{self.labels_path}: {len(bad)} row(s) with unknown class, e.g. {first['sub']}/{first['filename_o']} "
-                f"label={first['label']!r}; labels must be 0 (negative), 1 (positive) or 2 (surprise)"
+                f"label='{first['label']}'; labels must be 0 (negative), 1 (positive) or 2 (surprise)"
             )
         return pd.DataFrame(
             {
@@ -114,7 +114,7 @@ class MEGC2019CompositeDataModule(LOSODataModule):
         return {
             "apex_flow": apex,
             "flow": apex.unsqueeze(1),
-            "label": torch.as_tensor(self.table["label"].to_numpy(), dtype=torch.long),
+            "label": torch.tensor(self.table["label"].to_numpy(), dtype=torch.long),
             "au": torch.zeros(len(apex), 0),
             "au_mask": torch.zeros(len(apex), dtype=torch.bool),
         }
