@@ -2,5 +2,6 @@
 
 from .loso import LOSODataModule
 from .megc2019 import MEGC2019CompositeDataModule
+from .synthetic.datamodule import SyntheticDataModule
 
-__all__ = ["LOSODataModule", "MEGC2019CompositeDataModule"]
+__all__ = ["LOSODataModule", "MEGC2019CompositeDataModule", "SyntheticDataModule"]

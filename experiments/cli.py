@@ -51,20 +51,35 @@ def make_cli(args: list[str] | None, run: bool = True, **kwargs: Any) -> MERCLI:
     )
 
 
+_NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
+
+
 def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return " | ".join(lines[:3]) if lines else type(err).__name__
+    """jsonargparse nests its messages over many lines; keep the informative ones on one line."""
+    lines = [line.strip().lstrip("- ") for line in str(err).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(_NOISE) and not line.lstrip("- ").startswith(_NOISE)]
+    return " ".join(kept or lines[:1]) or type(err).__name__
+
+
+def _user_error(err: BaseException) -> MERError | None:
+    """The MERError behind `err`, also when a library re-raised it wrapped (class instantiation)."""
+    while err is not None:
+        if isinstance(err, MERError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def guarded(main: Callable[[], Any]) -> None:
     """Run `main`; user errors become one line on stderr and exit code 2."""
     try:
         main()
-    except MERError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except ArgumentError as err:
-        print(f"error: {_one_line(err)} (see --help, or --print_config for the resolved config)", file=sys.stderr)
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None and not isinstance(err, ArgumentError):
+            raise
+        print(f"error: {user_error or _one_line(err) + ' (see --help, or --print_config for the resolved config)'}",
+              file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished folds and prepared clips are kept; rerun the same command to resume", file=sys.stderr)

@@ -164,6 +164,10 @@ def test_led_matrix_t3_hand_values():
     # W12 = 10*.6*.4 - 10*.95*.05 = 2.4 - .475 = 1.925
     expected = torch.tensor([[3.5, -3.5, -5.425], [0.0, 3.5, 1.925], [0.0, 0.0, 3.5]])
     assert torch.allclose(w, expected, atol=1e-5)
+    # T=4 adds rows with i >= 2, where r^min(1, i) = r: W23 = W12, W03 = 10*.216 - 10*.857375
+    w4 = EulerianDynamics().matrix(4)
+    assert w4[2, 3].item() == pytest.approx(1.925, abs=1e-5)
+    assert w4[0, 3].item() == pytest.approx(-6.41375, abs=1e-5)
 
 
 def test_led_contraction_hand_values():
@@ -194,12 +198,11 @@ def test_gradients_reach_both_branches(backbone: str):
     model = _tiny_medn(backbone)
     flow, frames, apex = torch.randn(4, 7, 2, 32, 32), torch.rand(4, 8, 3, 32, 32), torch.randn(4, 2, 32, 32)
     out = model(flow, frames=frames, apex_flow=apex)
-    loss = (
-        focal_loss(out["logits"], torch.tensor([0, 1, 2, 0]))
-        + au_bce_loss(out["au_logits"], torch.randint(0, 2, (4, 5)).float())
-        + orthogonal_loss(out["f_m_perp"], out["f_e_perp"])
-    )
-    loss.backward()
+    au = au_bce_loss(out["au_logits"], torch.randint(0, 2, (4, 5)).float())
+    motion_grads = torch.autograd.grad(au, list(model.motion.parameters()), retain_graph=True)
+    assert all(g.abs().sum() > 0 for g in motion_grads)  # eq. 1 supervises the motion branch
+    loss = focal_loss(out["logits"], torch.tensor([0, 1, 2, 0])) + au
+    (loss + orthogonal_loss(out["f_m_perp"], out["f_e_perp"])).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     motion = {id(p) for p in model.motion_parameters()}
