@@ -107,6 +107,7 @@ def run_loso(cli_args: list[str], output: Path, wandb_mode: str = "offline", pro
              folds: str | None = None) -> dict[str, Any] | None:
     """Run (or resume) a LOSO experiment into `output`; returns the pooled metrics once all folds are done."""
     quiet_lightning()
+    os.environ.setdefault("WANDB_SILENT", "true")
     probe = make_cli(cli_args, run=False, save_config_callback=None)
     datamodule = probe.datamodule
     datamodule.prepare_data()
@@ -183,7 +184,7 @@ def _run_fold(cli_args: list[str], output: Path, k: int, subject: str, seed: int
         if wandb_mode != "disabled":
             import wandb
 
-            wandb.finish(quiet=True)
+            wandb.finish()
     index = torch.cat([b["index"] for b in batches]).numpy()
     probs = torch.cat([b["probs"] for b in batches]).numpy()
     table = datamodule.table
@@ -236,4 +237,4 @@ def _log_pooled_to_wandb(output: Path, metrics: dict[str, Any], mode: str, proje
         summary.update({f"pooled/{name}/uf1": m["uf1"], f"pooled/{name}/uar": m["uar"]})
     run.log({**summary, "confusion_matrix": wandb.Image(str(output / "confusion_matrix.png"))})
     run.summary.update(summary)
-    run.finish(quiet=True)
+    run.finish()

@@ -23,8 +23,8 @@ from torchmetrics.functional.classification import (
 
 def classification_metrics(labels: Sequence[int], preds: Sequence[int], class_names: Sequence[str]) -> dict[str, Any]:
     """UF1 (macro F1), UAR (macro recall), accuracy, per-class scores and the confusion matrix."""
-    target = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    pred = torch.as_tensor(np.asarray(preds), dtype=torch.long)
+    target = torch.tensor(np.asarray(labels), dtype=torch.long)
+    pred = torch.tensor(np.asarray(preds), dtype=torch.long)
     n = len(class_names)
     f1 = multiclass_f1_score(pred, target, n, average=None)
     recall = multiclass_recall(pred, target, n, average=None)

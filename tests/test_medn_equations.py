@@ -196,8 +196,8 @@ def _tiny_medn(backbone: str) -> MEDNModel:
 def test_gradients_reach_both_branches(backbone: str):
     torch.manual_seed(0)
     model = _tiny_medn(backbone)
-    flow, frames, apex = torch.randn(4, 7, 2, 32, 32), torch.rand(4, 8, 3, 32, 32), torch.randn(4, 2, 32, 32)
-    out = model(flow, frames=frames, apex_flow=apex)
+    flow, apex = torch.randn(4, 7, 2, 32, 32), torch.randn(4, 2, 32, 32)
+    out = model(flow, frames=torch.rand(4, 8, 3, 32, 32), apex_flow=apex)
     au = au_bce_loss(out["au_logits"], torch.randint(0, 2, (4, 5)).float())
     motion_grads = torch.autograd.grad(au, list(model.motion.parameters()), retain_graph=True)
     assert all(g.abs().sum() > 0 for g in motion_grads)  # eq. 1 supervises the motion branch

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
+from experiments.errors import MERError
+
 from ..cache import ClipCache, PreparedClip, build_cache
 from ..datasets import PreparedClipDataset
 from ..loso import LOSODataModule
@@ -61,29 +63,33 @@ class SyntheticDataModule(LOSODataModule):
         image_size: side of the square face crops.
         cache_dir: where prepared clips are cached (default $MER_CACHE_DIR or ~/.cache/mer-suite).
         prepare_workers: processes computing TV-L1 flow when the cache is built.
+        tvl1: TV-L1 settings (OpenCV's defaults unless set; part of the cache key).
         with_frames: also load RGB frames (needed by the LED motion branch).
         fold, val_subjects, batch_size, num_workers, split_seed: see LOSODataModule.
     """
 
     def __init__(
         self,
-        n_subjects: int = 12,
-        clips_per_subject: int = 10,
-        difficulty: float = 0.5,
+        n_subjects: int = 8,
+        clips_per_subject: int = 11,
+        difficulty: float = 0.15,
         generator_seed: int = 0,
         protocol: Literal["3class", "7class"] = "3class",
         num_frames: int = 8,
         image_size: int = 144,
         cache_dir: str | None = None,
         prepare_workers: int = 2,
+        tvl1: TVL1Settings = TVL1Settings(),
         with_frames: bool = True,
         fold: int | str = 0,
         val_subjects: int = 0,
-        batch_size: int = 16,
+        batch_size: int = 8,
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
         super().__init__(fold, val_subjects, batch_size, num_workers, split_seed)
+        if protocol not in PROTOCOLS:
+            raise MERError(f"unknown protocol '{protocol}'; choose one of {sorted(PROTOCOLS)}")
         self.protocol = protocol
         self.generator = SyntheticConfig(
             n_subjects=n_subjects, clips_per_subject=clips_per_subject, image_size=image_size,
@@ -93,7 +99,7 @@ class SyntheticDataModule(LOSODataModule):
         self.cache_dir = cache_dir or default_cache_dir()
         self.prepare_workers = prepare_workers
         self.with_frames = with_frames
-        self.tvl1 = TVL1Settings()
+        self.tvl1 = tvl1
 
     @property
     def class_names(self) -> tuple[str, ...]:

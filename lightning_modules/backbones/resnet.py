@@ -38,7 +38,9 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-def make_stage(in_planes: int, planes: int, blocks: int, stride: int, dims: int = 2) -> nn.Sequential:
+def make_stage(
+    in_planes: int, planes: int, blocks: int, stride: int, dims: int = 2
+) -> nn.Sequential:
     """``blocks`` BasicBlocks; the first one carries the stride / channel change."""
     layers = [BasicBlock(in_planes, planes, stride, dims)]
     layers += [BasicBlock(planes, planes, 1, dims) for _ in range(blocks - 1)]

@@ -47,7 +47,9 @@ class MEDNModel(nn.Module):
     ):
         super().__init__()
         self.motion_backbone = motion_backbone
-        self.motion = self._build_motion(motion_backbone, flow_channels, seq_len, embed_dim, dropout)
+        self.motion = self._build_motion(
+            motion_backbone, flow_channels, seq_len, embed_dim, dropout
+        )
         self.au_head = nn.Linear(embed_dim, num_aus)
         self.sevit = SEVit(
             flow_channels, image_size, seq_len, patch_size, embed_dim, depth, num_heads,
@@ -71,7 +73,9 @@ class MEDNModel(nn.Module):
             return resnet18(flow_channels, dim)
         if name == "resnet34":
             return resnet34(flow_channels, dim)
-        raise ValueError(f"unknown motion_backbone {name!r}; expected 'led', 'resnet18', 'resnet34'")
+        raise ValueError(
+            f"unknown motion_backbone {name!r}; expected 'led', 'resnet18' or 'resnet34'"
+        )
 
     def motion_parameters(self) -> Iterator[nn.Parameter]:
         """Motion backbone + AU head (own lr schedule, §IV-D)."""
