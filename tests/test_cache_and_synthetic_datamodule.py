@@ -7,6 +7,7 @@ import pytest
 
 from datamodules import SyntheticDataModule
 from datamodules.cache import ClipCache, build_cache, settings_key
+from datamodules.preprocessing import TVL1Settings
 
 from .conftest import TINY_SYNTHETIC
 
@@ -46,7 +47,7 @@ def test_cache_resumes_after_an_interrupted_build(tmp_path):
 def test_cache_key_follows_every_setting(cache_dir):
     a = SyntheticDataModule(**TINY_SYNTHETIC, cache_dir=str(cache_dir))
     b = SyntheticDataModule(**{**TINY_SYNTHETIC, "difficulty": 0.9}, cache_dir=str(cache_dir))
-    c = SyntheticDataModule(**TINY_SYNTHETIC, cache_dir=str(cache_dir), tvl1={"nscales": 3})
+    c = SyntheticDataModule(**TINY_SYNTHETIC, cache_dir=str(cache_dir), tvl1=TVL1Settings(nscales=3))
     keys = {settings_key(dm.cache_settings()) for dm in (a, b, c)}
     assert len(keys) == 3
     assert settings_key(a.cache_settings()) == settings_key(SyntheticDataModule(**TINY_SYNTHETIC).cache_settings())

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from experiments.errors import MERError
 from experiments.loso import run_loso
@@ -57,17 +58,19 @@ def test_outputs_and_pooled_metrics(finished_run):
     assert saved["uf1"] == pytest.approx(uf1, abs=1e-6)
     assert saved["uar"] == pytest.approx(uar, abs=1e-6)
     assert saved["acc"] == pytest.approx((predictions["label"] == predictions["pred"]).mean(), abs=1e-6)
-    assert saved["n_samples"] == len(predictions) == 20
+    assert saved["n_samples"] == len(predictions) > 0
     assert saved["n_folds"] == 4 and set(saved["per_dataset"]) == {"synthetic"}
     assert np.sum(saved["confusion_matrix"]) == len(predictions)
     assert saved["config"]["model"]["class_path"].endswith("MEDN") and len(saved["config_hash"]) == 12
     assert metrics["uf1"] == saved["uf1"]
 
 
-def test_every_subject_is_tested_in_exactly_one_fold(finished_run):
+def test_every_subject_is_tested_in_exactly_one_fold(finished_run, tiny_config):
     output, _ = finished_run
     predictions = pd.read_csv(output / "predictions.csv")
     assert predictions["sample_id"].is_unique
+    cache_index = next(Path(yaml.safe_load(tiny_config.read_text())["data"]["init_args"]["cache_dir"]).glob("synthetic-*/index.csv"))
+    assert sorted(predictions["sample_id"]) == sorted(pd.read_csv(cache_index)["sample_id"])
     folds_per_subject = predictions.groupby("subject")["fold"].nunique()
     assert (folds_per_subject == 1).all() and len(folds_per_subject) == 4
     assert predictions.groupby("fold")["subject"].nunique().eq(1).all()

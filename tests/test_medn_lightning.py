@@ -8,7 +8,7 @@ import torch
 from lightning_modules import MEDN
 from losses import au_bce_loss, focal_loss, orthogonal_loss
 
-SMALL = {"image_size": 72, "patch_size": 18, "embed_dim": 16, "num_heads": 2, "num_aus": 5}
+SMALL = {"image_size": 72, "patch_size": 18, "embed_dim": 16, "num_heads": 2, "num_aus": 5, "sparse_rates": [1, 2, 4]}
 
 
 def batch(b: int = 4, t: int = 8, size: int = 72, aus: int = 5) -> dict[str, torch.Tensor]:
@@ -59,7 +59,7 @@ def test_total_loss_is_eq_16():
     expected = (focal_loss(out["logits"], b["label"], gamma=2.0)
                 + 0.6 * au_bce_loss(out["au_logits"], b["au"], b["au_mask"])
                 + 1.4 * orthogonal_loss(out["f_m_perp"], out["f_e_perp"]))
-    assert module.total_loss(module.loss_terms(b, out)) == pytest.approx(expected.item(), rel=1e-6)
+    assert module.total_loss(module.loss_terms(b, out)).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_au_term_ignores_samples_without_au_labels():

@@ -50,7 +50,7 @@ class MEDNModel(nn.Module):
         self.motion = self._build_motion(
             motion_backbone, flow_channels, seq_len, embed_dim, dropout
         )
-        self.au_head = nn.Linear(embed_dim, num_aus)
+        self.au_head = nn.Linear(embed_dim, num_aus) if num_aus else None
         self.sevit = SEVit(
             flow_channels, image_size, seq_len, patch_size, embed_dim, depth, num_heads,
             mlp_ratio, sparse_rates, dropout,
@@ -80,7 +80,8 @@ class MEDNModel(nn.Module):
     def motion_parameters(self) -> Iterator[nn.Parameter]:
         """Motion backbone + AU head (own lr schedule, §IV-D)."""
         yield from self.motion.parameters()
-        yield from self.au_head.parameters()
+        if self.au_head is not None:
+            yield from self.au_head.parameters()
 
     def other_parameters(self) -> Iterator[nn.Parameter]:
         """Everything not in :meth:`motion_parameters`."""
@@ -106,7 +107,7 @@ class MEDNModel(nn.Module):
         fused = self.fusion(f_m_perp, f_e_perp)
         return {
             "logits": self.classifier(fused.fused),
-            "au_logits": self.au_head(f_m),
+            "au_logits": self.au_head(f_m) if self.au_head is not None else f_m.new_zeros(len(f_m), 0),
             "f_m": f_m,
             "f_e": f_e,
             "f_m_perp": f_m_perp,
