@@ -123,6 +123,8 @@ class SyntheticDataModule(LOSODataModule):
     def cache(self) -> ClipCache:
         settings = self.cache_settings()
         directory = ClipCache.location(self.cache_dir, "synthetic", settings)
+        if ClipCache.is_complete(directory):
+            return ClipCache(directory)
         prepare = partial(prepare_synthetic_clip, config=self.generator, num_frames=self.num_frames, tvl1=self.tvl1)
         return build_cache(directory, settings, generate_specs(self.generator), prepare, self.prepare_workers,
                            desc="synthetic clips: render + TV-L1")
