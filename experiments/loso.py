@@ -89,7 +89,21 @@ def parse_folds(spec: str | None, n_folds: int) -> list[int]:
     return sorted(folds)
 
 
+LOSO_HELP = """usage: mer loso --config CFG [--output DIR] [--folds SPEC] [--wandb MODE] [--wandb-project NAME] [overrides]
+
+Every leave-one-subject-out fold of CFG, then UF1/UAR/accuracy once on the pooled predictions.
+  --output DIR          results (default outputs/<config folder>-<config name>); rerun to resume
+  --folds SPEC          only these folds, e.g. 0-9 or 3,5 (pooled metrics once all are done)
+  --wandb MODE          offline (default, or $WANDB_MODE), online, disabled
+  --wandb-project NAME  W&B project (default mer-suite)
+  overrides             any LightningCLI option, e.g. --model.init_args.lambda_orth 0.5 --trainer.max_epochs 50
+"""
+
+
 def loso_main(argv: list[str]) -> None:
+    if {"-h", "--help"} & set(argv):
+        print(LOSO_HELP)
+        return
     options, cli_args = parse_args(argv)
     run_loso(cli_args, options.output or default_output(cli_args), options.wandb, options.wandb_project, options.folds)
 
