@@ -61,14 +61,6 @@ def flow_sequence(gray: np.ndarray, settings: TVL1Settings = TVL1Settings()) -> 
     return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)
 
 
-def optical_strain(flow: np.ndarray) -> np.ndarray:
-    """Optical strain magnitude of a (2, H, W) flow field (composite-protocol third channel)."""
-    u, v = flow
-    uy, ux = np.gradient(u)
-    vy, vx = np.gradient(v)
-    return np.sqrt(ux**2 + vy**2 + 0.5 * (uy + vx) ** 2)
-
-
 def nearest_sampled_index(positions: np.ndarray, frame: int) -> int:
     """Index (>= 1) of the sampled frame closest to `frame`, e.g. the apex among the flow targets."""
     return int(np.argmin(np.abs(positions[1:] - frame))) + 1

@@ -2,11 +2,10 @@
 
 from losses.au import au_bce_loss
 from losses.focal import FocalLoss, focal_loss
-from losses.orthogonal import OrthogonalLoss, orthogonal_components, orthogonal_loss
+from losses.orthogonal import orthogonal_components, orthogonal_loss
 
 __all__ = [
     "FocalLoss",
-    "OrthogonalLoss",
     "au_bce_loss",
     "focal_loss",
     "orthogonal_components",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def orthogonal_components(f_m: Tensor, f_e: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -25,14 +24,3 @@ def orthogonal_loss(f_m_perp: Tensor, f_e_perp: Tensor) -> Tensor:
     alpha in {-1, 0, 1}; this is the paper's formula as written.
     """
     return (f_m_perp.shape[-1] * (f_m_perp * f_e_perp).sum(dim=-1).pow(2)).mean()
-
-
-class OrthogonalLoss(nn.Module):
-    """Eqs. 5-8 from raw features: ``forward(f_m, f_e) -> orthogonal_loss(...)``."""
-
-    def __init__(self, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, f_m: Tensor, f_e: Tensor) -> Tensor:
-        return orthogonal_loss(*orthogonal_components(f_m, f_e, self.eps))

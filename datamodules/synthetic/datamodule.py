@@ -17,7 +17,9 @@ from ..cache import ClipCache, PreparedClip, build_cache
 from ..datasets import PreparedClipDataset
 from ..loso import LOSODataModule
 from ..preprocessing import TVL1Settings, prepare_clip
-from .generator import AU_VOCABULARY, EMOTIONS_3, EMOTIONS_7, TO_3_CLASS, ClipSpec, SyntheticConfig, generate_specs, render_clip
+from .generator import (
+    AU_VOCABULARY, EMOTIONS_3, EMOTIONS_7, TO_3_CLASS, ClipSpec, SyntheticConfig, au_multi_hot, generate_specs, render_clip,
+)
 
 PROTOCOLS: dict[str, tuple[str, ...]] = {"3class": EMOTIONS_3, "7class": EMOTIONS_7}
 CACHE_FORMAT = 1  # bump when the layout of prepared clips changes
@@ -31,7 +33,7 @@ def prepare_synthetic_clip(spec: ClipSpec, config: SyntheticConfig, num_frames: 
     """Render one clip, sample it and compute its flow: the cache row and arrays."""
     clip = render_clip(spec, config)
     arrays, apex_pos = prepare_clip(clip.frames, clip.landmarks, spec.onset, spec.apex, spec.offset, num_frames, tvl1)
-    arrays["au"] = np.isin(AU_VOCABULARY, spec.aus).astype(np.uint8)
+    arrays["au"] = au_multi_hot(spec.aus).astype(np.uint8)
     row = {
         "sample_id": spec.sample_id,
         "subject": spec.subject,
