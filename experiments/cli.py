@@ -7,6 +7,7 @@ datamodules are chosen with ``class_path``/``init_args``; the datamodule's label
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,12 +20,22 @@ from lightning_modules.base import MERClassifier
 
 from .errors import MERError
 
-MER_USAGE = """usage: mer {fit,validate,test,predict,loso} ...
+MER_USAGE = """usage: mer {fit,validate,test,predict,loso,dataset-info,prepare} ...
 
   fit / validate / test / predict   one fold, as `lightning` (LightningCLI; see `mer fit --help`)
   loso --config CFG [--output DIR] [--wandb offline|online|disabled] [overrides...]
                                     every fold of leave-one-subject-out, pooled UF1/UAR
+  dataset-info DATASET --annotations SHEET --protocol P [--json]
+                                    samples, subjects, class counts and sheet warnings (no frames needed)
+  prepare DATASET --root PATH --protocol P [--preview] ...
+                                    validate a release on disk, then face + flow preprocessing into the cache
 """
+
+SUBCOMMANDS = {
+    "loso": "experiments.loso:loso_main",
+    "dataset-info": "experiments.dataset_info:dataset_info_main",
+    "prepare": "experiments.prepare:prepare_main",
+}
 
 
 class MERCLI(LightningCLI):
@@ -95,9 +106,9 @@ def mer_main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(MER_USAGE)
         return
-    if argv[0] == "loso":
-        from .loso import loso_main
-
-        guarded(lambda: loso_main(argv[1:]))
+    if argv[0] in SUBCOMMANDS:
+        module, function = SUBCOMMANDS[argv[0]].split(":")
+        main = getattr(importlib.import_module(module), function)
+        guarded(lambda: main(argv[1:]))
     else:
         lightning_main(argv)
