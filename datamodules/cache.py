@@ -9,12 +9,15 @@ Layout of a cache directory ``<root>/<name>-<key>/``::
 The key is a hash of every generator and preprocessing setting, so changed settings never reuse
 a stale cache. Clips are prepared in parallel processes into ``<dir>.partial/clips/`` (one
 atomically written file per clip, so a killed run resumes where it stopped), then assembled
-and moved into place with one atomic rename.
+and moved into place with one atomic rename. A clip whose preparation raises a MERError (no face,
+a corrupt frame) either stops the build (``on_error='fail'``; clips done so far are kept) or is
+recorded in ``skipped.csv`` with its reason and left out (``on_error='skip'``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import json
 import os
 import shutil
@@ -71,11 +74,28 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _save_clip(path: Path, prepared: PreparedClip) -> None:
-    row, arrays = prepared
+def _save_clip(path: Path, prepared: PreparedClip | str) -> None:
+    """One clip's file: its row and arrays, or only the reason it was skipped."""
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, __row__=np.array(json.dumps(row)), **arrays)
+    if isinstance(prepared, str):
+        np.savez(tmp, __skipped__=np.array(prepared))
+    else:
+        row, arrays = prepared
+        np.savez(tmp, __row__=np.array(json.dumps(row, default=str)), **arrays)
     os.replace(tmp, path)
+
+
+class _Guarded:
+    """`prepare_one` with user-facing failures (MERError) returned as their message."""
+
+    def __init__(self, prepare_one: Callable[[Any], PreparedClip]) -> None:
+        self.prepare_one = prepare_one
+
+    def __call__(self, item: Any) -> PreparedClip | str:
+        try:
+            return self.prepare_one(item)
+        except MERError as err:
+            return str(err)
 
 
 def build_cache(
@@ -85,11 +105,14 @@ def build_cache(
     prepare_one: Callable[[Any], PreparedClip],
     workers: int = 2,
     desc: str = "preparing clips",
+    on_error: str = "fail",
+    extra_files: Callable[[Path], None] | None = None,
 ) -> ClipCache:
     """Prepare every item with `prepare_one` (a picklable top-level function) and assemble a cache.
 
     Already prepared clips of an interrupted run are reused; the final directory appears
-    atomically and only when complete.
+    atomically and only when complete. `extra_files(partial_dir)` may add files (a manifest,
+    a preview) before the directory is moved into place.
     """
     directory = Path(directory)
     if ClipCache.is_complete(directory):
@@ -99,17 +122,26 @@ def build_cache(
     clip_dir.mkdir(parents=True, exist_ok=True)
     paths = [clip_dir / f"{i:06d}.npz" for i in range(len(items))]
     todo = [i for i, p in enumerate(paths) if not p.exists()]
+    guarded = _Guarded(prepare_one)
+
+    def keep(i: int, prepared: PreparedClip | str) -> None:
+        if isinstance(prepared, str) and on_error != "skip":
+            raise MERError(f"{prepared} (the {i} clips before it are kept; rerun to resume, or skip such clips with on_error 'skip')")
+        _save_clip(paths[i], prepared)
+        bar.update()
+
     with tqdm(total=len(items), initial=len(items) - len(todo), desc=desc, unit="clip") as bar:
         if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-                for i, prepared in zip(todo, pool.map(prepare_one, [items[i] for i in todo])):
-                    _save_clip(paths[i], prepared)
-                    bar.update()
+            # spawn, not fork: a forked child inherits OpenCV's thread pool state and can deadlock
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker) as pool:
+                for i, prepared in zip(todo, pool.map(guarded, [items[i] for i in todo])):
+                    keep(i, prepared)
         else:
             for i in todo:
-                _save_clip(paths[i], prepare_one(items[i]))
-                bar.update()
+                keep(i, guarded(items[i]))
     _assemble(partial, paths, settings)
+    if extra_files is not None:
+        extra_files(partial)
     shutil.rmtree(clip_dir)
     try:
         os.replace(partial, directory)
@@ -120,27 +152,41 @@ def build_cache(
     return ClipCache(directory)
 
 
+def _is_prepared(path: Path) -> bool:
+    with np.load(path) as clip:
+        return "__row__" in clip.files
+
+
 def _assemble(partial: Path, paths: list[Path], settings: dict[str, Any]) -> None:
-    rows = []
+    rows, skipped = [], []
     writers: dict[str, np.ndarray] = {}
-    for i, path in enumerate(paths):
+    n_kept = sum(_is_prepared(p) for p in paths)
+    for path in paths:
         with np.load(path) as clip:
+            if "__skipped__" in clip.files:
+                skipped.append({"item": int(path.stem), "reason": str(clip["__skipped__"])})
+                continue
+            i = len(rows)
             rows.append(json.loads(str(clip["__row__"])))
             for name in clip.files:
                 if name == "__row__":
                     continue
                 if name not in writers:
                     writers[name] = np.lib.format.open_memmap(
-                        partial / f"{name}.npy", mode="w+", dtype=clip[name].dtype, shape=(len(paths), *clip[name].shape)
+                        partial / f"{name}.npy", mode="w+", dtype=clip[name].dtype, shape=(n_kept, *clip[name].shape)
                     )
                 writers[name][i] = clip[name]
     for array in writers.values():
         array.flush()
+    if not rows:
+        raise MERError(f"no clip could be prepared ({len(skipped)} skipped, e.g. {skipped[0]['reason'] if skipped else '-'})")
     pd.DataFrame(rows).to_csv(partial / "index.csv", index=False)
+    pd.DataFrame(skipped, columns=["item", "reason"]).to_csv(partial / "skipped.csv", index=False)
     meta = {
         "settings": settings,
         "key": settings_key(settings),
         "n_samples": len(rows),
+        "n_skipped": len(skipped),
         "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in writers.items()},
     }
     (partial / "meta.json").write_text(json.dumps(meta, indent=2, default=str))

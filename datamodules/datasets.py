@@ -38,14 +38,18 @@ class PreparedClipDataset(Dataset):
         rows: row positions of the cache index that belong to this split.
         labels: integer class label of every cache row.
         with_frames: also return the RGB frames (for models that need appearance, e.g. LED).
+        composite_apex: 'apex_flow' is the prepared u/v/strain image (3, 28, 28; 0-255, as the
+            composite protocol's STSTNet input) instead of the onset→apex flow of the sequence.
     """
 
-    def __init__(self, cache: ClipCache, rows: np.ndarray, labels: np.ndarray, with_frames: bool = True) -> None:
+    def __init__(self, cache: ClipCache, rows: np.ndarray, labels: np.ndarray, with_frames: bool = True,
+                 composite_apex: bool = False) -> None:
         self.cache = cache
         self.rows = np.asarray(rows)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.apex_pos = torch.as_tensor(cache.index["apex_pos"].to_numpy(), dtype=torch.long)
         self.with_frames = with_frames
+        self.composite_apex = composite_apex
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -57,7 +61,7 @@ class PreparedClipDataset(Dataset):
             "index": torch.tensor(row),
             "label": self.labels[row],
             "flow": flow,
-            "apex_flow": flow[self.apex_pos[row] - 1],
+            "apex_flow": self._apex_image(row) if self.composite_apex else flow[self.apex_pos[row] - 1],
             "au": torch.from_numpy(np.asarray(self.cache.array("au")[row], dtype=np.float32)),
             "au_mask": torch.tensor(True),
         }
@@ -65,3 +69,6 @@ class PreparedClipDataset(Dataset):
             frames = np.asarray(self.cache.array("frames")[row], dtype=np.float32) / 255.0
             item["frames"] = torch.from_numpy(frames)
         return item
+
+    def _apex_image(self, row: int) -> Tensor:
+        return torch.from_numpy(np.asarray(self.cache.array("apex_image")[row], dtype=np.float32))
