@@ -46,8 +46,8 @@ class PreparedClipDataset(Dataset):
                  composite_apex: bool = False) -> None:
         self.cache = cache
         self.rows = np.asarray(rows)
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-        self.apex_pos = torch.as_tensor(cache.index["apex_pos"].to_numpy(), dtype=torch.long)
+        self.labels = torch.as_tensor(np.array(labels), dtype=torch.long)
+        self.apex_pos = torch.as_tensor(np.array(cache.index["apex_pos"]), dtype=torch.long)
         self.with_frames = with_frames
         self.composite_apex = composite_apex
 

@@ -65,7 +65,7 @@ def make_cli(args: list[str] | None, run: bool = True, **kwargs: Any) -> MERCLI:
 _NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """jsonargparse nests its messages over many lines; keep the informative ones on one line."""
     lines = [line.strip().lstrip("- ") for line in str(err).splitlines() if line.strip()]
     kept = [line for line in lines if not line.startswith(_NOISE) and not line.lstrip("- ").startswith(_NOISE)]
@@ -89,7 +89,7 @@ def guarded(main: Callable[[], Any]) -> None:
         user_error = _user_error(err)
         if user_error is None and not isinstance(err, ArgumentError):
             raise
-        print(f"error: {user_error or _one_line(err) + ' (see --help, or --print_config for the resolved config)'}",
+        print(f"error: {user_error or one_line(err) + ' (see --help, or --print_config for the resolved config)'}",
               file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

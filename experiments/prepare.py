@@ -12,13 +12,13 @@ shows a progress bar, resumes after a kill and writes the cache atomically with 
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from jsonargparse import ArgumentError, ArgumentParser
 
 from datamodules.annotations import DATASETS
 from datamodules.databases.datamodule import ReleaseDataModule, spread_over_classes
@@ -26,6 +26,7 @@ from datamodules.databases.per_database import DATAMODULES
 from datamodules.databases.prepare import ReleaseClipPreparer
 from datamodules.face import contact_sheet
 
+from .cli import one_line
 from .errors import MERError
 
 # option name -> ReleaseDataModule argument
@@ -61,35 +62,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def datamodule_from(args: argparse.Namespace) -> ReleaseDataModule:
-    """The DataModule of --config (if any) with the command-line options on top."""
-    kwargs: dict[str, Any] = {}
-    cls: type[ReleaseDataModule] = ReleaseDataModule
+    """The DataModule of --config's data section (if any) with the command-line options on top,
+    parsed and instantiated by jsonargparse exactly as LightningCLI does it for training."""
+    data: dict[str, Any] = {}
     if args.config:
         if not args.config.is_file():
             raise MERError(f"config not found: {args.config}")
         data = (yaml.safe_load(args.config.read_text()) or {}).get("data") or {}
-        module, _, name = str(data.get("class_path", "")).rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as err:
-            raise MERError(f"{args.config}: data.class_path '{data.get('class_path')}' is not importable") from err
-        if not (isinstance(cls, type) and issubclass(cls, ReleaseDataModule)):
-            raise MERError(f"{args.config}: data.class_path must be a real-database DataModule, e.g. datamodules.CASME3DataModule")
-        kwargs.update(data.get("init_args") or {})
     elif args.dataset is None:
         raise MERError("name a dataset (one of " + ", ".join(DATASETS) + ") or give --config")
+    class_path = data.get("class_path")
     if args.dataset:
-        if cls is not ReleaseDataModule and DATAMODULES[args.dataset] is not cls:
-            raise MERError(f"dataset '{args.dataset}' contradicts {args.config}'s {cls.__name__}")
-        cls = DATAMODULES[args.dataset]
-    kwargs.update({target: getattr(args, option) for option, target in OPTIONS.items() if getattr(args, option) is not None})
-    missing = [name for name in ("root", "annotations") if name not in kwargs]
+        named = f"{DATAMODULES[args.dataset].__module__}.{DATAMODULES[args.dataset].__name__}"
+        if class_path and class_path.rsplit(".", 1)[-1] != DATAMODULES[args.dataset].__name__:
+            raise MERError(f"dataset '{args.dataset}' contradicts {args.config}'s data.class_path {class_path}")
+        class_path = named
+    init_args = {**(data.get("init_args") or {}),
+                 **{target: getattr(args, option) for option, target in OPTIONS.items() if getattr(args, option) is not None}}
+    missing = [name for name in ("root",) if name not in init_args]
     if missing:
-        raise MERError(f"mer prepare needs --{' and --'.join(missing)} (or a --config whose data section sets them)")
+        raise MERError(f"mer prepare needs --{' and --'.join(missing)} (or a --config whose data section sets it)")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(ReleaseDataModule, "data", required=True)
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise MERError(f"{cls.__name__}: {err}") from err
+        config = parser.parse_object({"data": {"class_path": class_path, "init_args": init_args}})
+    except ArgumentError as err:
+        raise MERError(f"{args.config or 'mer prepare'}: {one_line(err)}") from err
+    return parser.instantiate_classes(config).data
 
 
 def preview(datamodule: ReleaseDataModule, n_clips: int, path: Path) -> Path:

@@ -24,7 +24,7 @@ class Replica:
     release: str
     n_rows: int
     broken: dict[str, str] = field(default_factory=dict)
-    """sample id -> what was broken on purpose ('missing clip', 'missing frame')."""
+    """sample id -> what was broken on purpose ('missing clip', 'missing frame', 'no face')."""
 
 
 # per database: emotion words of the replica, cycled over clips (all inside the default protocol)
@@ -50,7 +50,11 @@ def canvas_frames(spec: ClipSpec, config: SyntheticConfig) -> np.ndarray:
     return canvas[..., ::-1]
 
 
-def write_replica(dataset: str, directory: Path, n_subjects: int = 2, clips_per_subject: int = 3, break_some: bool = True) -> Replica:
+BREAKS = ("missing clip", "missing frame", "no face")
+
+
+def write_replica(dataset: str, directory: Path, n_subjects: int = 2, clips_per_subject: int = 3,
+                  breaks: tuple[str, ...] = BREAKS) -> Replica:
     """Write a replica of `dataset`'s release under `directory`; returns its root and sheet."""
     config = SyntheticConfig(n_subjects=n_subjects, clips_per_subject=clips_per_subject, image_size=192, difficulty=0.1, seed=7)
     specs = generate_specs(config)
@@ -66,11 +70,14 @@ def write_replica(dataset: str, directory: Path, n_subjects: int = 2, clips_per_
         row, frame_path, sample_id = _row_and_path(dataset, s, k, emotion, onset, apex, offset)
         rows.append(row)
         frames = canvas_frames(spec, config)
-        if break_some and i == 1:
+        if "missing clip" in breaks and i == 1:
             broken[sample_id] = "missing clip"
             continue
+        if "no face" in breaks and i == 3:  # a clip whose face cannot be found: textured noise, no face
+            broken[sample_id] = "no face"
+            frames = np.random.default_rng(i).integers(0, 255, frames.shape, dtype=np.uint8)
         for j, frame in enumerate(frames):
-            if break_some and i == 2 and j == spec.onset:
+            if "missing frame" in breaks and i == 2 and j == spec.onset:
                 broken[sample_id] = "missing frame"
                 continue
             path = root / frame_path(base + j)

@@ -149,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.videos:
         raise MERError("no videos given and none found in ../shared/data/video; pass video paths")
     videos = {path.name: read_video(path) for path in args.videos}
-    print(f"machine: {os.cpu_count()} CPUs; OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads in the serial runs)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load} (other jobs skew the figures); "
+          f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads in the serial runs)")
     print("videos: " + ", ".join(f"{name} ({len(f)} frames, {f.shape[2]}x{f.shape[1]})" for name, f in videos.items()))
     rates = measure(videos, args.frames_per_clip, args.flow_clips, args.workers)
     report(rates, args.frames_per_clip, args.workers)

@@ -1,0 +1,198 @@
+"""`mer prepare` and the release DataModules on synthetic on-disk replicas of every release layout.
+
+Each replica has a clip folder removed, a needed frame removed and one clip without a face: the
+release check must name the first two before any work, preparation must skip the third (or fail
+on it, by policy), and everything else must come out as aligned crops with their flow.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from datamodules.databases.per_database import DATAMODULES
+from datamodules.preprocessing import TVL1Settings
+from experiments.cli import mer_main
+from experiments.errors import MERError
+from tests.release_replica import Replica, write_replica
+
+DATASETS = ("casme2", "samm", "smic", "casme3", "dfme", "mmew")
+PROTOCOL = {"casme3": "4class"}  # others (the replica's 4th clip) stays in
+FAST_TVL1 = {"nscales": 3, "warps": 3, "epsilon": 0.02}
+MER = str(Path(sys.executable).with_name("mer"))
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Replica]:
+    directory = tmp_path_factory.mktemp("releases")
+    return {name: write_replica(name, directory / name) for name in DATASETS}
+
+
+def datamodule(replica: Replica, dataset: str, cache_dir: Path, **kwargs):
+    return DATAMODULES[dataset](
+        root=str(replica.root), annotations=str(replica.sheet), release=replica.release, cache_dir=str(cache_dir),
+        protocol=PROTOCOL.get(dataset, inspect.signature(DATAMODULES[dataset]).parameters["protocol"].default),
+        num_frames=4, image_size=96,
+        tvl1=TVL1Settings(**FAST_TVL1), prepare_workers=1, **kwargs,
+    )
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_release_check_names_missing_clips_and_frames(replicas: dict[str, Replica], dataset: str, tmp_path: Path) -> None:
+    replica = replicas[dataset]
+    report = datamodule(replica, dataset, tmp_path).release_report
+    problems = {line.split(":")[0]: line for line in report.problems}
+    for sample_id, what in replica.broken.items():
+        if what == "no face":
+            continue
+        assert sample_id in problems, f"{what} of {sample_id} not reported: {report.problems}"
+    missing_clip = next(s for s, w in replica.broken.items() if w == "missing clip")
+    missing_frame = next(s for s, w in replica.broken.items() if w == "missing frame")
+    if dataset != "casme3":  # CAS(ME)³ clips share their task video's folder: its frames are missing instead
+        assert "folder not found" in problems[missing_clip] and missing_clip in report.missing_clips[0]
+    assert "missing in" in problems[missing_frame]
+    assert len(report.sources) == replica.n_rows - 2
+    unreadable = {s for s, what in replica.broken.items() if what != "no face"}
+    assert not unreadable & {s.sample_id for s in report.sources}
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_prepare_each_release(replicas: dict[str, Replica], dataset: str, tmp_path: Path) -> None:
+    replica = replicas[dataset]
+    dm = datamodule(replica, dataset, tmp_path)
+    cache = dm.cache
+    no_face = next(s for s, w in replica.broken.items() if w == "no face")
+    expected = [s.sample_id for s in dm.release_report.sources if s.sample_id != no_face]
+    assert cache.index["sample_id"].tolist() == expected
+    n = len(expected)
+    assert cache.array("frames").shape == (n, 4, 3, 96, 96) and cache.array("frames").dtype == np.uint8
+    assert cache.array("flow").shape == (n, 3, 2, 96, 96) and np.isfinite(cache.array("flow")).all()
+    assert cache.array("apex_image").shape == (n, 3, 28, 28)
+    assert cache.array("au").shape == (n, dm.num_aus)
+    # labels are the adapter's, row by row
+    truth = dm.annotations.samples.set_index("sample_id")["label"]
+    assert cache.index["label"].tolist() == truth.loc[expected].tolist()
+    # the face is in the middle of each crop: the crops differ from a plain resize of the canvas
+    crop = cache.array("frames")[0, 0].transpose(1, 2, 0)
+    assert crop.std() > 20
+    manifest = json.loads((cache.directory / "manifest.json").read_text())
+    left_out = " ".join(manifest["not_prepared"])
+    assert all(sample_id in left_out for sample_id in replica.broken)
+    assert "no face found" in left_out
+    assert manifest["settings"]["alignment"]["size"] == 96 and manifest["n_prepared"] == n
+    assert (cache.directory / "preview.png").is_file()
+
+
+def test_prepared_clips_feed_loso_folds(replicas: dict[str, Replica], tmp_path: Path) -> None:
+    dm = datamodule(replicas["casme2"], "casme2", tmp_path, composite_apex=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    test_subject = dm.fold_subject()
+    assert set(dm.table.iloc[dm.split()["test"]]["subject"]) == {test_subject}
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["flow"].shape[1:] == (3, 2, 96, 96) and batch["frames"].shape[1:] == (4, 3, 96, 96)
+    assert batch["apex_flow"].shape[1:] == (3, 28, 28) and float(batch["apex_flow"].max()) == 255.0
+    assert dm.num_classes == 5 and batch["au"].shape[1] == dm.num_aus
+
+
+def test_no_face_fails_by_policy(tmp_path: Path) -> None:
+    replica = write_replica("dfme", tmp_path / "release", breaks=("no face",))
+    with pytest.raises(MERError, match="no face found") as err:
+        datamodule(replica, "dfme", tmp_path / "cache", on_error="fail").cache
+    (no_face,) = replica.broken
+    assert str(err.value).startswith(f"{no_face}: no face found in frame")
+    assert len(list((tmp_path / "cache").glob("*.partial/clips/*.npz"))) == 3, "clips before the failing one are kept"
+
+
+def write_config(path: Path, replica: Replica, dataset: str, cache_dir: Path, **extra) -> Path:
+    init_args = {
+        "root": str(replica.root), "annotations": str(replica.sheet), "release": replica.release,
+        "num_frames": 4, "image_size": 96, "tvl1": FAST_TVL1, "cache_dir": str(cache_dir), **extra,
+    }
+    cls = {"casme2": "CASME2DataModule", "dfme": "DFMEDataModule"}[dataset]
+    path.write_text(yaml.safe_dump({"data": {"class_path": f"datamodules.{cls}", "init_args": init_args}}))
+    return path
+
+
+def run_mer(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        mer_main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_only_and_preview(replicas: dict[str, Replica], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "c.yaml", replicas["casme2"], "casme2", tmp_path / "cache")
+    code, out, _ = run_mer(["prepare", "--config", str(config), "--check-only"], capsys)
+    assert code == 0
+    assert "usable clips: 4" in out and "missing clips: 1" in out and "frame problems: 1" in out
+    assert not (tmp_path / "cache").exists()
+    png = tmp_path / "preview.png"
+    code, out, _ = run_mer(["prepare", "--config", str(config), "--preview", "3", "--preview-file", str(png)], capsys)
+    assert code == 0, out
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 3 * 96 and image.shape[1] >= 4 * 96
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prepare", "casme2", "--root", "/nonexistent", "--annotations", "x.xlsx"], "release root not found: /nonexistent"),
+    (["prepare", "casme2", "--root", "{root}", "--annotations", "nope.xlsx"], "annotation sheet 'nope.xlsx' not found"),
+    (["prepare", "casme2", "--root", "{root}", "--annotations", "{sheet}", "--release", "tiff"], "unknown release 'tiff' for casme2"),
+    (["prepare", "casme2", "--root", "{root}", "--annotations", "{sheet}", "--frame-pattern", "{subject}/x.jpg"], "must contain {frame}"),
+    (["prepare", "casme2", "--root", "{root}", "--annotations", "{sheet}", "--protocol", "9class"], "9class"),
+    (["prepare", "casme2", "--root", "{root}", "--annotations", "{sheet}", "--on-error", "fail"], "clip(s) cannot be read"),
+    (["prepare", "--root", "{root}"], "name a dataset"),
+])
+def test_prepare_errors_are_one_line(replicas: dict[str, Replica], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     args: list[str], message: str) -> None:
+    replica = replicas["casme2"]
+    args = [a.format(root=replica.root, sheet=replica.sheet) if "{root}" in a or "{sheet}" in a else a for a in args]
+    code, _, err = run_mer(args + ["--cache-dir", str(tmp_path)], capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], err
+
+
+def test_kill_then_rerun_gives_the_identical_cache(tmp_path: Path) -> None:
+    replica = write_replica("casme2", tmp_path / "release", n_subjects=3, clips_per_subject=4, breaks=())
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    command = [MER, "prepare", "--workers", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command + ["--config", str(write_config(tmp_path / "k.yaml", replica, "casme2", killed))],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(killed.glob("*.partial/clips/*.npz"))) < 3:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(list(killed.glob("*.partial/clips/*.npz")))
+    assert 3 <= done_before < replica.n_rows, "the kill should land mid-way"
+    assert not [p for p in killed.iterdir() if not p.name.endswith(".partial")], "no finished cache after a kill"
+    for cache_dir in (killed, clean):
+        config = write_config(tmp_path / f"{cache_dir.name}.yaml", replica, "casme2", cache_dir)
+        result = subprocess.run(command + ["--config", str(config)], env=env, capture_output=True, text=True, timeout=400)
+        assert result.returncode == 0, result.stderr[-2000:]
+    (a,), (b,) = [[p for p in d.iterdir() if not p.name.endswith(".partial")] for d in (killed, clean)]
+    assert a.name == b.name
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for name in ("frames", "flow", "apex_image", "au"):
+        assert np.array_equal(np.load(a / f"{name}.npy"), np.load(b / f"{name}.npy")), name
+    assert pd.read_csv(a / "index.csv").equals(pd.read_csv(b / "index.csv"))
+    manifest = [json.loads((d / "manifest.json").read_text()) for d in (a, b)]
+    assert manifest[0] == manifest[1]
