@@ -18,6 +18,7 @@ _EXPORTS = {
     "CASME3DataModule": ".databases.per_database",
     "DFMEDataModule": ".databases.per_database",
     "MMEWDataModule": ".databases.per_database",
+    "CompositeReleaseDataModule": ".databases.composite",
 }
 
 __all__ = list(_EXPORTS)

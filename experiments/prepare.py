@@ -21,6 +21,7 @@ import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 
 from datamodules.annotations import DATASETS
+from datamodules.databases.composite import CompositeReleaseDataModule
 from datamodules.databases.datamodule import ReleaseDataModule, spread_over_classes
 from datamodules.databases.per_database import DATAMODULES
 from datamodules.databases.prepare import ReleaseClipPreparer
@@ -61,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def datamodule_from(args: argparse.Namespace) -> ReleaseDataModule:
+def datamodule_from(args: argparse.Namespace) -> ReleaseDataModule | CompositeReleaseDataModule:
     """The DataModule of --config's data section (if any) with the command-line options on top,
     parsed and instantiated by jsonargparse exactly as LightningCLI does it for training."""
     data: dict[str, Any] = {}
@@ -77,13 +78,17 @@ def datamodule_from(args: argparse.Namespace) -> ReleaseDataModule:
         if class_path and class_path.rsplit(".", 1)[-1] != DATAMODULES[args.dataset].__name__:
             raise MERError(f"dataset '{args.dataset}' contradicts {args.config}'s data.class_path {class_path}")
         class_path = named
-    init_args = {**(data.get("init_args") or {}),
-                 **{target: getattr(args, option) for option, target in OPTIONS.items() if getattr(args, option) is not None}}
-    missing = [name for name in ("root",) if name not in init_args]
-    if missing:
-        raise MERError(f"mer prepare needs --{' and --'.join(missing)} (or a --config whose data section sets it)")
+    overrides = {target: getattr(args, option) for option, target in OPTIONS.items() if getattr(args, option) is not None}
+    init_args = dict(data.get("init_args") or {})
+    if "sources" in init_args:  # a composite: the options apply to each of its releases
+        init_args["sources"] = [{**source, "init_args": {**source.get("init_args", {}), **overrides}} for source in init_args["sources"]]
+    else:
+        init_args.update(overrides)
+        if "root" not in init_args:
+            raise MERError("mer prepare needs --root (or a --config whose data section sets it)")
+    base = CompositeReleaseDataModule if "sources" in init_args else ReleaseDataModule
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(ReleaseDataModule, "data", required=True)
+    parser.add_subclass_arguments(base, "data", required=True)
     try:
         config = parser.parse_object({"data": {"class_path": class_path, "init_args": init_args}})
     except ArgumentError as err:
@@ -113,6 +118,12 @@ def preview(datamodule: ReleaseDataModule, n_clips: int, path: Path) -> Path:
 def prepare_main(argv: list[str]) -> None:
     args = parse_args(argv)
     datamodule = datamodule_from(args)
+    for release in datamodule.sources if isinstance(datamodule, CompositeReleaseDataModule) else [datamodule]:
+        prepare_release(release, args)
+
+
+def prepare_release(datamodule: ReleaseDataModule, args: argparse.Namespace) -> None:
+    """Report, then preview or prepare one release."""
     annotations = datamodule.annotations
     print(f"{datamodule.dataset} / {datamodule.protocol}: {len(annotations.samples)} annotated samples, "
           f"{len(annotations.issues)} sheet issue(s) (see `mer dataset-info`)")
@@ -127,4 +138,4 @@ def prepare_main(argv: list[str]) -> None:
     cache = datamodule.cache
     meta = cache.meta
     print(f"prepared {meta['n_samples']} clips ({meta.get('n_skipped', 0)} skipped) in {time.perf_counter() - start:.0f} s")
-    print(f"cache: {cache.directory} (manifest.json lists settings and every clip left out)")
+    print(f"cache: {cache.directory} (manifest.json lists settings and every clip left out; preview.png shows a few)")
