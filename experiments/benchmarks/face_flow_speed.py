@@ -125,7 +125,7 @@ def measure(videos: dict[str, np.ndarray], frames_per_clip: int, flow_clips: int
     }
 
 
-def report(rates: dict[str, tuple[float, float]], frames_per_clip: int, workers: int) -> None:
+def report(rates: dict[str, tuple[float, float]], frames_per_clip: int, workers: int, workstation_cores: int) -> None:
     print(f"\n{'stage':<36}{'serial':>10}{f'{workers} workers':>12}{'parallel/serial':>17}")
     for stage, (serial, parallel) in rates.items():
         print(f"{stage:<36}{serial:>10.2f}{parallel:>12.2f}{parallel / serial:>17.2f}")
@@ -137,6 +137,11 @@ def report(rates: dict[str, tuple[float, float]], frames_per_clip: int, workers:
         align_time = CASME3_PART_A_CLIPS / rates[ALIGN_STAGE][column]
         flow_time = CASME3_PART_A_CLIPS * pairs / rates[FLOW_STAGE][column]
         print(f"{count:<10}{duration(align_time):>14}{duration(flow_time):>12}{duration(align_time + flow_time):>12}")
+    per_process = {stage: parallel / workers for stage, (_, parallel) in rates.items()}
+    align_time = CASME3_PART_A_CLIPS / (per_process[ALIGN_STAGE] * workstation_cores)
+    flow_time = CASME3_PART_A_CLIPS * pairs / (per_process[FLOW_STAGE] * workstation_cores)
+    print(f"{workstation_cores:<10}{duration(align_time):>14}{duration(flow_time):>12}{duration(align_time + flow_time):>12}"
+          f"   <- extrapolated: {workstation_cores} workers at this run's per-process rate (not measured)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -145,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes of the parallel runs")
     parser.add_argument("--frames-per-clip", type=int, default=8)
     parser.add_argument("--flow-clips", type=int, default=8, help="clips whose flow is timed (TV-L1 is the slow part)")
+    parser.add_argument("--workstation-cores", type=int, default=16, help="cores of the extrapolated projection line")
     args = parser.parse_args(argv)
     if not args.videos:
         raise MERError("no videos given and none found in ../shared/data/video; pass video paths")
@@ -154,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads in the serial runs)")
     print("videos: " + ", ".join(f"{name} ({len(f)} frames, {f.shape[2]}x{f.shape[1]})" for name, f in videos.items()))
     rates = measure(videos, args.frames_per_clip, args.flow_clips, args.workers)
-    report(rates, args.frames_per_clip, args.workers)
+    report(rates, args.frames_per_clip, args.workers, args.workstation_cores)
 
 
 if __name__ == "__main__":
