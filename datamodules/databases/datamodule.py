@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -237,7 +236,3 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def settings_summary(settings: PrepareSettings) -> str:
-    return ", ".join(f"{k}={v}" for k, v in asdict(settings).items())

@@ -13,14 +13,13 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from experiments.errors import MERError
 
 from ..cache import PreparedClip
 from ..face import AlignmentSettings, FaceNotFound, Landmarker, align_clip, apex_flow_image, check_frame, make_landmarker
 from ..preprocessing import TVL1Settings, flow_sequence, interpolate_frames, nearest_sampled_index, to_gray
-from .release_check import ClipSource
+from .release_check import ClipSource, is_missing
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,8 @@ class ReleaseClipPreparer:
         }
         if crop_landmarks.ndim == 3:
             arrays["landmarks"] = interpolate_frames(crop_landmarks.astype(np.float32), compact)
-        row = {k: v for k, v in source.row.items() if k != AU_COLUMN and not _is_missing(v)}
-        row.update(apex_pos=apex_pos, apex_estimated=_is_missing(source.row.get("apex")))
+        row = {k: v for k, v in source.row.items() if k != AU_COLUMN and not is_missing(v)}
+        row.update(apex_pos=apex_pos, apex_estimated=is_missing(source.row.get("apex")))
         return row, arrays
 
     def find_landmarks(self, frames: np.ndarray, numbers: list[int], reference: int) -> np.ndarray:
@@ -115,11 +114,7 @@ class ReleaseClipPreparer:
         The second rule is our choice for sheets with an unknown apex ('/'), recorded per clip
         as apex_estimated in the index.
         """
-        if not _is_missing(apex):
+        if not is_missing(apex):
             return nearest_sampled_index(positions, int(apex))
         magnitude = np.sqrt((flow.astype(np.float32) ** 2).sum(axis=1)).mean(axis=(1, 2))
         return int(np.argmax(magnitude)) + 1
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (np.isscalar(value) and bool(pd.isna(value))) or value is pd.NA

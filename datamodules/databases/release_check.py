@@ -75,7 +75,7 @@ def sampling_interval(row: dict, interval: str, last_frame: int, one_clip_per_fo
     An unknown offset (SMIC's empty cells) is the clip folder's last frame when a folder holds
     one clip; in a whole-recording folder (CAS(ME)³) such a clip cannot be sampled.
     """
-    onset, apex, offset = (None if _missing(row.get(k)) else int(row[k]) for k in ("onset", "apex", "offset"))
+    onset, apex, offset = (None if is_missing(row.get(k)) else int(row[k]) for k in ("onset", "apex", "offset"))
     if interval == "apex":
         if apex is None:
             return "apex unknown, cannot sample onset→apex; use interval 'offset' or fix the sheet"
@@ -91,7 +91,8 @@ def sampling_interval(row: dict, interval: str, last_frame: int, one_clip_per_fo
     return onset, stop
 
 
-def _missing(value: object) -> bool:
+def is_missing(value: object) -> bool:
+    """An empty cell: None, NaN or pandas' NA."""
     return value is None or bool(pd.isna(value))
 
 
@@ -113,7 +114,7 @@ def check_release(samples: pd.DataFrame, layout: FrameLayout, num_frames: int, i
             continue
         first, last = min(found), max(found)
         marks = {"onset": row["onset"], "apex": row.get("apex"), "offset": row["offset"]}
-        outside = [f"{k} {int(v)}" for k, v in marks.items() if not _missing(v) and not first <= int(v) <= last]
+        outside = [f"{k} {int(v)}" for k, v in marks.items() if not is_missing(v) and not first <= int(v) <= last]
         if outside:
             report.frame_problems.append(f"{name}: {', '.join(outside)} outside the frames found ({first}..{last}) in {directory}")
             continue
