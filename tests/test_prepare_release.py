@@ -244,3 +244,38 @@ def test_mer_loso_on_a_prepared_release(replicas: dict[str, Replica], tmp_path: 
     prepared = pd.read_csv(next((tmp_path / "cache").glob("smic-*/index.csv")))
     assert metrics["n_samples"] == len(prepared) and metrics["n_folds"] == prepared["subject"].nunique()
     assert metrics["class_names"] == ["negative", "positive", "surprise"]
+
+
+def test_a_real_smile_through_mer_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """single_face.mp4 (a real man: neutral -> smile from about frame 16 -> fading at the end)
+    written out as a CASME II cropped release with one clip, prepared by `mer prepare`: the face is
+    found in every sampled frame and the mouth's flow rises at the smile and falls after it.
+
+    Per-frame alignment: the man leans towards the camera during the clip, which with one onset
+    transform puts up to 5 px of whole-face flow on top of the smile (reference mode is the right
+    default for the databases' head-fixed recordings, not for this handheld video)."""
+    from datamodules.face import read_video
+    from tests.conftest import require_shared
+
+    frames = read_video(require_shared("data/video/single_face.mp4"))
+    root = tmp_path / "Cropped"
+    (root / "sub01" / "EP01_01").mkdir(parents=True)
+    for n, frame in enumerate(frames, start=1):
+        cv2.imwrite(str(root / "sub01" / "EP01_01" / f"reg_img{n}.jpg"), frame[..., ::-1])
+    sheet = tmp_path / "CASME2-coding-20140508.xlsx"
+    pd.DataFrame([{"Subject": 1, "Filename": "EP01_01", "OnsetFrame": 5, "ApexFrame": 25, "OffsetFrame": 72,
+                   "Action Units": "6+12", "Estimated Emotion": "happiness"}]).to_excel(sheet, index=False)
+    config = write_config(tmp_path / "real.yaml", Replica(root, sheet, "cropped", 1), "casme2", tmp_path / "cache")
+    code, _, err = run_mer(["prepare", "--config", str(config), "--workers", "1", "--num-frames", "8", "--size", "144",
+                            "--per-frame-alignment"], capsys)
+    assert code == 0, err
+    (cache_dir,) = (tmp_path / "cache").iterdir()
+    flow = np.load(cache_dir / "flow.npy")[0].astype(np.float32)
+    mouth = np.sqrt((flow ** 2).sum(axis=1))[:, 80:130, 30:114].mean(axis=(1, 2))
+    assert pd.read_csv(cache_dir / "index.csv").loc[0, "apex_pos"] == 2  # sampled frames 5, 14.6, 24.1, ...
+    # measured mean mouth flow (px) to sampled frames 1..7: 0.26, 3.01, 2.59, 2.56, 2.40, 2.14, 1.79
+    assert int(np.argmax(mouth)) == 1, mouth  # peak at the apex
+    assert mouth[0] < 0.25 * mouth[1], mouth  # before the smile
+    assert (np.diff(mouth[1:]) < 0.1).all() and mouth[-1] < 0.75 * mouth[1], mouth  # fading after it
+    assert np.load(cache_dir / "landmarks.npy").shape == (1, 8, 68, 2)
+    assert cv2.imread(str(cache_dir / "preview.png")) is not None
