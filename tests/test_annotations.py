@@ -289,6 +289,19 @@ def test_samm_without_banner_as_csv(tmp_path: Path) -> None:
     assert "samm.csv row 17 (007/007_6_1): AU alternatives '(R6 or R12)': kept all of 6+12" in annotations.summary()["warnings"]
 
 
+def test_smic_e_own_annotation_without_apex(tmp_path: Path) -> None:
+    """SMIC-E's own sheet layout: Subject, Filename, OnsetF, OffsetF, Emotion as words, no apex column."""
+    smic = pd.read_excel(sheet_paths("smic")[0], dtype=object)
+    own = pd.DataFrame({"Subject": smic["subject"], "Filename": smic["clip"], "OnsetF": smic["onset_frame"],
+                        "OffsetF": smic["offset_frame"],
+                        "Emotion": smic["label"].map({0: "negative", 1: "positive", 2: "surprise"})})
+    annotations = load_annotations("smic", write_xlsx(tmp_path / "SMIC-HS-E_annotation.xlsx", own), "cde")
+    assert annotations.summary()["class_counts"] == {"negative": 70, "positive": 51, "surprise": 43}
+    assert annotations.samples["apex"].isna().all()
+    warnings = annotations.summary()["warnings"]
+    assert "SMIC-HS-E_annotation.xlsx row 2 (s20/s20_ne_01): apex unknown (empty); left empty" in warnings
+
+
 def test_casme2_revision_with_relabelled_clip_and_unknown_apex(tmp_path: Path) -> None:
     """Like the 2019 revision: '/' apex, a relabelled clip; plus another layout (banner, renamed and
     reordered columns, second sheet, subjects as 'sub01', emotions capitalised)."""
@@ -340,11 +353,11 @@ def test_row_problems_are_listed_not_raised(tmp_path: Path) -> None:
 
 
 def test_missing_column_is_one_error_naming_it(tmp_path: Path) -> None:
-    path = write_xlsx(tmp_path / "no_apex.xlsx", casme2_sheet().drop(columns="ApexFrame"))
+    path = write_xlsx(tmp_path / "no_offset.xlsx", casme2_sheet().drop(columns="OffsetFrame"))
     with pytest.raises(MERError) as error:
         load_annotations("casme2", path, "cde")
     message = str(error.value)
-    assert "no_apex.xlsx" in message and "no 'apex' column" in message and "'OnsetFrame'" in message
+    assert "no_offset.xlsx" in message and "no 'offset' column" in message and "'OnsetFrame'" in message
     assert "\n" not in message
 
 

@@ -114,6 +114,7 @@ def _sheet_paths(sheets: str | Path | Sequence[str | Path]) -> list[Path]:
 def _read_records(database: Database, paths: list[Path], fold_side: bool,
                   fold_intensity: bool) -> tuple[list[Record], list[RowIssue]]:
     """Usable records of every sheet (ids made unique) and all row issues, in sheet order."""
+    # SMIC-E's own annotation has no apex column: every apex is then unknown (a warning per row)
     required = {field: aliases for field, aliases in FIELD_ALIASES.items() if field != "aus" or database.has_aus}
     wanted = required | dict(database.extra_columns)
     records: list[Record] = []
@@ -121,7 +122,7 @@ def _read_records(database: Database, paths: list[Path], fold_side: bool,
     first_seen: dict[str, tuple[str, int]] = {}
     for path in paths:
         sheet = read_sheet(path, FIELD_ALIASES["subject"])
-        for row, cells in sheet.rows(sheet.column_positions(wanted, set(required))):
+        for row, cells in sheet.rows(sheet.column_positions(wanted, set(required) - {"apex"})):
             result = read_row(database, cells, path.name, row, fold_side, fold_intensity)
             if isinstance(result, RowIssue):
                 issues.append(result)

@@ -86,7 +86,7 @@ def read_row(database: Database, cells: dict[str, object], sheet: str, row: int,
 
 def _frames(cells: dict[str, object], warnings: list[str], problems: list[str]) -> tuple[int | None, ...]:
     """Onset, apex and offset as ints (None when unknown), with the row's frame warnings/problems."""
-    texts = {field: cell_text(cells[field]) for field in ("onset", "apex", "offset")}
+    texts = {field: cell_text(cells.get(field)) for field in ("onset", "apex", "offset")}
     onset, apex, offset = (int(text) if text.isascii() and text.isdigit() else None for text in texts.values())
     if onset is None:
         problems.append(f"onset {texts['onset']!r} is not a frame number")

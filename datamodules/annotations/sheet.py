@@ -24,9 +24,9 @@ from experiments.errors import MERError
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "subject": ("subject", "sub", "participant"),
     "clip": ("filename", "clip", "video", "filenameo", "material"),
-    "onset": ("onsetframe", "onset"),
-    "apex": ("apexframe", "apex"),
-    "offset": ("offsetframe", "offset"),
+    "onset": ("onsetframe", "onset", "onsetf"),
+    "apex": ("apexframe", "apex", "apexf"),
+    "offset": ("offsetframe", "offset", "offsetf"),
     "aus": ("actionunits", "actionunit", "aus", "au"),
     "emotion": ("estimatedemotion", "emotion", "label"),
 }
