@@ -279,3 +279,23 @@ def test_a_real_smile_through_mer_prepare(tmp_path: Path, capsys: pytest.Capture
     assert (np.diff(mouth[1:]) < 0.1).all() and mouth[-1] < 0.75 * mouth[1], mouth  # fading after it
     assert np.load(cache_dir / "landmarks.npy").shape == (1, 8, 68, 2)
     assert cv2.imread(str(cache_dir / "preview.png")) is not None
+
+
+def test_frame_listing_tolerates_padding_and_image_format(tmp_path: Path) -> None:
+    """Copies differ in zero-padding and image format: the listing parses the digits and accepts any
+    image extension, preferring the pattern's own when both exist; other files are ignored."""
+    from datamodules.databases.layouts import FrameLayout
+
+    folder = tmp_path / "006" / "006_1_2"
+    folder.mkdir(parents=True)
+    for name in ("006_05562.jpg", "006_5563.jpg", "006_05564.png", "006_05564.jpg", "006_05565.PNG", "notes.txt", "006_x.jpg"):
+        (folder / name).touch()
+    layout = FrameLayout(tmp_path, "{subject}/{clip}/{subject}_{frame:05d}.jpg")
+    found = layout.list_frames({"subject": "006", "clip": "006_1_2"})
+    assert {n: p.name for n, p in found.items()} == {5562: "006_05562.jpg", 5563: "006_5563.jpg", 5564: "006_05564.jpg",
+                                                     5565: "006_05565.PNG"}
+    assert layout.list_frames({"subject": "007", "clip": "007_1_2"}) == {}
+    with pytest.raises(MERError, match="must contain {frame} in its file name"):
+        FrameLayout(tmp_path, "{subject}/{frame}/img.jpg")
+    with pytest.raises(MERError, match="uses 'emotion', which is not a column"):
+        FrameLayout(tmp_path, "{emotion}/{clip}/{frame}.jpg").clip_dir({"clip": "a", "sample_id": "x"})

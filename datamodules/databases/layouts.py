@@ -55,6 +55,8 @@ RELEASE_LAYOUTS: dict[str, dict[str, str]] = {
 }
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
 VIDEO_FOLDERS = {"casme3"}
 """Databases whose folders hold a whole recording with several clips (not one clip per folder)."""
 
@@ -105,10 +107,11 @@ class FrameLayout:
             entries = os.scandir(directory)
         except (FileNotFoundError, NotADirectoryError):
             return found
+        preferred = Path(self.pattern).suffix.lower()
         with entries:
             for entry in entries:
                 match = regex.fullmatch(entry.name)
-                if match:
+                if match and (int(match.group(1)) not in found or Path(entry.name).suffix.lower() == preferred):
                     found[int(match.group(1))] = Path(entry.path)
         return found
 
@@ -121,7 +124,12 @@ class FrameLayout:
                 parts.append(r"(\d+)")
             elif field:
                 parts.append(re.escape(self._format("{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}", sample)))
-        return re.compile("".join(parts))
+        regex = "".join(parts)
+        # a copy converted to another image format still matches (the pattern's format wins a tie)
+        extension = re.escape(Path(name).suffix)
+        if extension and Path(name).suffix.lower() in IMAGE_EXTENSIONS and regex.endswith(extension):
+            regex = regex[: -len(extension)] + r"\.(?:" + "|".join(e[1:] for e in IMAGE_EXTENSIONS) + ")"
+        return re.compile(regex, re.IGNORECASE)
 
     def _format(self, template: str, sample: dict[str, Any]) -> str:
         try:
