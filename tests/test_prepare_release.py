@@ -299,3 +299,18 @@ def test_frame_listing_tolerates_padding_and_image_format(tmp_path: Path) -> Non
         FrameLayout(tmp_path, "{subject}/{frame}/img.jpg")
     with pytest.raises(MERError, match="uses 'emotion', which is not a column"):
         FrameLayout(tmp_path, "{emotion}/{clip}/{frame}.jpg").clip_dir({"clip": "a", "sample_id": "x"})
+
+
+def test_corrupt_and_blank_frames_are_skipped_and_listed(tmp_path: Path) -> None:
+    replica = write_replica("mmew", tmp_path / "release", breaks=())
+    dm = datamodule(replica, "mmew", tmp_path / "cache")
+    sources = dm.release_report.sources
+    corrupt = Path(sources[0].frames[max(sources[0].frames)])
+    corrupt.write_bytes(b"\xff\xd8 not a jpeg")
+    blank = Path(sources[1].frames[min(sources[1].frames)])
+    cv2.imwrite(str(blank), np.zeros((240, 320, 3), np.uint8))
+    cache = dm.cache
+    assert cache.index["sample_id"].tolist() == [s.sample_id for s in sources[2:]]
+    left_out = json.loads((cache.directory / "manifest.json").read_text())["not_prepared"]
+    assert any(line.startswith(f"{sources[0].sample_id}: cannot read frame {corrupt}") for line in left_out), left_out
+    assert any(line.startswith(f"{sources[1].sample_id}: frame {blank} is blank") for line in left_out), left_out
