@@ -55,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--landmarks", choices=("dlib", "face_alignment"), help="landmark backend (default dlib, offline)")
     parser.add_argument("--on-error", choices=("skip", "fail"), help="clips with missing frames or no face: skip and list them (default) or fail")
     parser.add_argument("--cache-dir", help="cache folder (default $MER_CACHE_DIR or ~/.cache/mer-suite)")
-    parser.add_argument("--workers", type=int, help="parallel processes (default 2)")
+    parser.add_argument("--workers", type=int, help="parallel processes (default: one per CPU core)")
     parser.add_argument("--check-only", action="store_true", help="print the release report and stop")
     parser.add_argument("--preview", nargs="?", type=int, const=8, metavar="N", help="prepare N clips (default 8, spread over classes) into a contact sheet PNG, no cache")
     parser.add_argument("--preview-file", type=Path, help="where --preview writes its PNG (default mer-preview-<dataset>.png)")

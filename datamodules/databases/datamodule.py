@@ -54,7 +54,7 @@ class ReleaseDataModule(LOSODataModule):
         fold_side, fold_intensity: fold AU side prefixes / intensity suffixes into one AU label.
         on_error: 'skip' clips with missing frames or no face (listed in the manifest) or 'fail'.
         cache_dir: where prepared clips are cached (default $MER_CACHE_DIR or ~/.cache/mer-suite).
-        prepare_workers: processes preparing clips.
+        prepare_workers: processes preparing clips (default: one per CPU core).
         with_frames: also load RGB frames (needed by the LED motion branch).
         composite_apex: feed the onset→apex u/v/strain image (apex_image_size², 0-255) as the
             model's 'apex_flow' (STSTNet on the composite protocol) instead of the sequence's apex flow.
@@ -80,7 +80,7 @@ class ReleaseDataModule(LOSODataModule):
         fold_intensity: bool = True,
         on_error: Literal["skip", "fail"] = "skip",
         cache_dir: str | None = None,
-        prepare_workers: int = 2,
+        prepare_workers: int | None = None,
         with_frames: bool = True,
         composite_apex: bool = False,
         fold: int | str = 0,
@@ -106,7 +106,7 @@ class ReleaseDataModule(LOSODataModule):
         self.fold_side, self.fold_intensity = fold_side, fold_intensity
         self.on_error = on_error
         self.cache_dir = cache_dir or default_cache_dir()
-        self.prepare_workers = prepare_workers
+        self.prepare_workers = prepare_workers or os.cpu_count() or 1
         self.with_frames = with_frames
         self.composite_apex = composite_apex
 
