@@ -93,7 +93,7 @@ def datamodule_from(args: argparse.Namespace) -> ReleaseDataModule | CompositeRe
         config = parser.parse_object({"data": {"class_path": class_path, "init_args": init_args}})
     except ArgumentError as err:
         raise MERError(f"{args.config or 'mer prepare'}: {one_line(err)}") from err
-    return parser.instantiate_classes(config).data
+    return parser.instantiate(config).data
 
 
 def preview(datamodule: ReleaseDataModule, n_clips: int, path: Path) -> Path:
