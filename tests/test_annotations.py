@@ -366,3 +366,10 @@ def test_sheet_without_header_is_an_error(tmp_path: Path) -> None:
     path.write_text("just,some\nnotes,here\n")
     with pytest.raises(MERError, match="notes.csv: no header row with a 'subject' column"):
         load_annotations("mmew", path, "6class")
+
+
+def test_another_databases_sheet_is_one_error() -> None:
+    with pytest.raises(MERError) as error:
+        load_annotations("samm", sheet_paths("casme2")[0], "cde")
+    message = str(error.value)
+    assert "no clip name looks like a SAMM clip (e.g. '006_1_2'; found 'EP02_01f', ...)" in message and "\n" not in message

@@ -8,6 +8,8 @@ sample id is kept, renamed '<id>_2', '<id>_3'..., with a warning.
 
 from __future__ import annotations
 
+import re
+
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,7 +140,16 @@ def _read_records(database: Database, paths: list[Path], fold_side: bool,
                 result.fields["sample_id"] = sample_id = unique_id
             first_seen[sample_id] = (path.name, row)
             records.append(result)
+        _check_clip_names(database, path, records)
     return records, issues
+
+
+def _check_clip_names(database: Database, path: Path, records: list[Record]) -> None:
+    """A sheet none of whose clip names looks like the database's is another database's sheet."""
+    names = [record.fields["clip"] for record in records if record.fields["sheet"] == path.name]
+    if names and not any(re.fullmatch(database.clip_names, name) for name in names):
+        raise MERError(f"{path}: no clip name looks like a {database.title} clip (e.g. {database.clip_example!r}; "
+                       f"found {names[0]!r}, ...): is this the sheet of another database?")
 
 
 def _next_free(sample_id: str, taken: dict[str, tuple[str, int]]) -> str:

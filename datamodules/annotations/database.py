@@ -44,6 +44,8 @@ class Database:
         extra_columns: output column -> accepted sheet column names (normalised), copied as text
             when the sheet has them (what a frame loader needs besides the standard fields).
         lowercase_clip: clip folders are lower case on disk; other spellings are read so, with a warning.
+        clip_names: regular expression of the release's clip names (a sheet where none matches is
+            rejected as another database's), and `clip_example` one such name.
     """
 
     title: str
@@ -55,6 +57,8 @@ class Database:
     sample_id: str = "{subject}_{clip}"
     extra_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     lowercase_clip: bool = False
+    clip_names: str = r".+"
+    clip_example: str = ""
 
     def __post_init__(self) -> None:
         for name, protocol in self.protocols.items():

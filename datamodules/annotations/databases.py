@@ -21,6 +21,8 @@ sheet's mapping gives 90 negatives, the list 88. Both clips lack a usable onset-
 
 CASME2 = Database(
     title="CASME II",
+    clip_names=r"EP\d+(_\d+)?\w*",
+    clip_example="EP02_01f",
     subject=SubjectFormat("sub", 2),
     emotions=("happiness", "disgust", "repression", "surprise", "sadness", "fear", "others"),
     emotion_aliases={"other": "others"},
@@ -34,6 +36,8 @@ CASME2 = Database(
 
 SAMM = Database(
     title="SAMM",
+    clip_names=r"\d+_\d+_\d+",
+    clip_example="006_1_2",
     subject=SubjectFormat("", 3),
     emotions=("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise", "other"),
     emotion_aliases={"others": "other"},
@@ -46,6 +50,8 @@ SAMM = Database(
 
 SMIC = Database(
     title="SMIC-HS",
+    clip_names=r"s\d+_(ne|po|sur)_\d+",
+    clip_example="s1_ne_01",
     subject=SubjectFormat("s", 2),
     emotions=("negative", "positive", "surprise"),
     emotion_aliases={"0": "negative", "1": "positive", "2": "surprise"},
@@ -62,6 +68,8 @@ SMIC = Database(
 
 CASME3 = Database(
     title="CAS(ME)³ Part A",
+    clip_names=r"[a-z]",
+    clip_example="a",
     subject=SubjectFormat("spNO.", 0),
     emotions=("happy", "disgust", "surprise", "fear", "anger", "sad", "others"),
     emotion_aliases={"other": "others"},
@@ -78,6 +86,8 @@ CASME3 = Database(
 
 DFME = Database(
     title="DFME",
+    clip_names=r"sub\d+_\d+",
+    clip_example="sub0003_01",
     subject=SubjectFormat("sub", 4),
     # in EmotionId order (0 anger ... 6 surprise)
     emotions=("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"),
@@ -88,6 +98,8 @@ DFME = Database(
 
 MMEW = Database(
     title="MMEW",
+    clip_names=r"S\d+-\d+-\d+",
+    clip_example="S01-01-001",
     subject=SubjectFormat("S", 2),
     # the csv's label 1..6 (one_hot_label) order, then the 'others' class its copy removed
     emotions=("happiness", "surprise", "sadness", "disgust", "fear", "anger", "others"),
