@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from datamodules import SyntheticDataModule
 from datamodules.cache import ClipCache, build_cache, settings_key
 from datamodules.preprocessing import TVL1Settings
+from experiments.errors import MERError
 
 from .conftest import TINY_SYNTHETIC
 
@@ -42,6 +45,32 @@ def test_cache_resumes_after_an_interrupted_build(tmp_path):
     CALLS.clear()
     build_cache(directory, {"k": 1}, list(range(6)), prepare_square, workers=1)
     assert CALLS == []  # complete cache reused
+
+
+def prepare_or_fail(item: tuple[int, str]):
+    """Leaves a marker per call (visible across processes); item 2 has no face."""
+    i, markers = item
+    open(f"{markers}/{i}", "w").close()
+    time.sleep(0.05)  # clips take time: most are still queued when clip 2 fails
+    if i == 2:
+        raise MERError(f"x{i}: no face found")
+    return {"sample_id": f"x{i}"}, {"data": np.full(2, i, np.float32)}
+
+
+def test_skip_policy_lists_the_failure_and_fail_policy_stops_early(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    items = [(i, str(markers)) for i in range(200)]
+    with pytest.raises(MERError, match="x2: no face found"):
+        build_cache(tmp_path / "fail", {"k": 1}, items, prepare_or_fail, workers=2, on_error="fail")
+    # queued clips are cancelled (Executor.map's iterator cancels its futures when abandoned): only
+    # those started before the failure reached the main process ran (measured 8-19 of 200)
+    assert len(list(markers.iterdir())) < 100
+    assert sorted(p.name for p in (tmp_path / "fail.partial" / "clips").iterdir()) == ["000000.npz", "000001.npz"]
+    cache = build_cache(tmp_path / "skip", {"k": 1}, items[:5], prepare_or_fail, workers=2, on_error="skip")
+    assert cache.index["sample_id"].tolist() == ["x0", "x1", "x3", "x4"]
+    assert (cache.directory / "skipped.csv").read_text().splitlines()[1] == "2,x2: no face found"
+    np.testing.assert_array_equal(cache.array("data")[:, 0], [0, 1, 3, 4])
 
 
 def test_cache_key_follows_every_setting(cache_dir):
