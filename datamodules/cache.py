@@ -37,6 +37,11 @@ PreparedClip = tuple[dict[str, Any], dict[str, np.ndarray]]
 """What preparing one clip yields: its index row and its arrays (name -> array)."""
 
 
+def default_cache_dir() -> str:
+    """$MER_CACHE_DIR, else ~/.cache/mer-suite."""
+    return os.environ.get("MER_CACHE_DIR", "~/.cache/mer-suite")
+
+
 def settings_key(settings: dict[str, Any]) -> str:
     """Short stable hash of a JSON-serialisable settings dict."""
     canonical = json.dumps(settings, sort_keys=True, default=str)

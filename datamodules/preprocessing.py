@@ -66,6 +66,28 @@ def nearest_sampled_index(positions: np.ndarray, frame: int) -> int:
     return int(np.argmin(np.abs(positions[1:] - frame))) + 1
 
 
+def sample_clip(
+    frames: np.ndarray, landmarks: np.ndarray | None, positions: np.ndarray, tvl1: TVL1Settings = TVL1Settings()
+) -> dict[str, np.ndarray]:
+    """Frames at fractional `positions` (indices into `frames`) and their flow sequence.
+
+    Args:
+        frames: (L, H, W, 3) uint8 RGB face crops.
+        landmarks: optional (L, 68, 2) landmarks, sampled like the frames.
+    Returns:
+        'frames' (T, 3, H, W) uint8, 'flow' (T-1, 2, H, W) float16 and, if given, 'landmarks'
+        (T, 68, 2) float32.
+    """
+    sampled = interpolate_frames(frames, positions)
+    arrays = {
+        "frames": np.ascontiguousarray(sampled.transpose(0, 3, 1, 2)),
+        "flow": flow_sequence(to_gray(sampled), tvl1).astype(np.float16),
+    }
+    if landmarks is not None:
+        arrays["landmarks"] = interpolate_frames(landmarks.astype(np.float32), positions)
+    return arrays
+
+
 def prepare_clip(
     frames: np.ndarray,
     landmarks: np.ndarray | None,
@@ -75,22 +97,8 @@ def prepare_clip(
     num_frames: int,
     tvl1: TVL1Settings = TVL1Settings(),
 ) -> tuple[dict[str, np.ndarray], int]:
-    """Sample `num_frames` over onset→offset and compute the flow sequence of one clip.
-
-    Args:
-        frames: (L, H, W, 3) uint8 RGB face crops of the whole clip.
-        landmarks: optional (L, 68, 2) landmarks, sampled like the frames.
-    Returns:
-        arrays 'frames' (T, 3, H, W) uint8, 'flow' (T-1, 2, H, W) float16 and, if given,
-        'landmarks' (T, 68, 2) float32; and the position (1..T-1) of the sampled frame nearest
-        the apex, i.e. which flow is the onset→apex flow.
-    """
+    """Sample `num_frames` over onset→offset of a whole clip (frame i = frames[i]) and its flow:
+    the arrays of `sample_clip` and the position (1..T-1) of the sampled frame nearest the apex,
+    i.e. which flow is the onset→apex flow."""
     positions = sample_positions(onset, offset, num_frames)
-    sampled = interpolate_frames(frames, positions)
-    arrays = {
-        "frames": np.ascontiguousarray(sampled.transpose(0, 3, 1, 2)),
-        "flow": flow_sequence(to_gray(sampled), tvl1).astype(np.float16),
-    }
-    if landmarks is not None:
-        arrays["landmarks"] = interpolate_frames(landmarks.astype(np.float32), positions)
-    return arrays, nearest_sampled_index(positions, apex)
+    return sample_clip(frames, landmarks, positions, tvl1), nearest_sampled_index(positions, apex)

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from experiments.errors import MERError
 
 from ..annotations import DATASETS, Annotations, load_annotations
-from ..cache import ClipCache, build_cache, settings_key
+from ..cache import ClipCache, build_cache, default_cache_dir, settings_key
 from ..datasets import PreparedClipDataset
 from ..face import AlignmentSettings, contact_sheet
 from ..loso import LOSODataModule
@@ -33,10 +33,6 @@ from .prepare import AU_COLUMN, PrepareSettings, ReleaseClipPreparer
 from .release_check import ReleaseReport, check_release
 
 CACHE_FORMAT = 1  # bump when the layout of prepared clips changes
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("MER_CACHE_DIR", "~/.cache/mer-suite")
 
 
 class ReleaseDataModule(LOSODataModule):
@@ -123,6 +119,7 @@ class ReleaseDataModule(LOSODataModule):
     def num_aus(self) -> int:
         return len(self.annotations.au_vocabulary)
 
+    @cached_property
     def samples(self) -> pd.DataFrame:
         """The adapter's samples with their AU multi-hot rows attached."""
         samples = self.annotations.samples.copy()
@@ -131,12 +128,12 @@ class ReleaseDataModule(LOSODataModule):
 
     @cached_property
     def release_report(self) -> ReleaseReport:
-        return check_release(self.samples(), self.layout, self.settings.num_frames, self.settings.interval)
+        return check_release(self.samples, self.layout, self.settings.num_frames, self.settings.interval)
 
     # -- cache ---------------------------------------------------------------------------------
     def cache_settings(self) -> dict[str, Any]:
         """Everything that determines the prepared arrays (the cache key)."""
-        samples = self.samples().drop(columns=["sheet", "sheet_row"], errors="ignore")
+        samples = self.samples.drop(columns=["sheet", "sheet_row"], errors="ignore")
         return {
             "source": self.dataset,
             "format": CACHE_FORMAT,

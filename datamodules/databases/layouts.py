@@ -87,16 +87,9 @@ class FrameLayout:
         if "frame" not in fields or "frame" in {f for _, f, _, _ in string.Formatter().parse(directory) if f}:
             raise MERError(f"frame pattern '{self.pattern}' must contain {{frame}} in its file name part, e.g. '{{subject}}/{{clip}}/img{{frame}}.jpg'")
 
-    @property
-    def fields(self) -> set[str]:
-        return {f for _, f, _, _ in string.Formatter().parse(self.pattern) if f and f != "frame"}
-
     def clip_dir(self, sample: dict[str, Any]) -> Path:
         directory, _, _ = self.pattern.rpartition("/")
         return self.root / self._format(directory, sample)
-
-    def frame_path(self, sample: dict[str, Any], frame: int) -> Path:
-        return self.root / self._format(self.pattern, {**sample, "frame": int(frame)})
 
     def list_frames(self, sample: dict[str, Any]) -> dict[int, Path]:
         """Frame number -> path of every file in the clip folder that matches the pattern."""

@@ -3,7 +3,8 @@
 Per clip: read the frames that sampling needs, find the face and its 68 landmarks on the onset
 frame, align every frame with that one similarity transform (or one per frame), crop to
 `size`, sample T frames over onset→offset (or onset→apex), TV-L1 flow of each sampled frame
-against the first, and the composite protocol's onset→apex u/v/strain image.
+against the first, and the composite protocol's onset→apex u/v/strain image (from the
+sequence's onset→apex flow, not computed again).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import numpy as np
 from experiments.errors import MERError
 
 from ..cache import PreparedClip
-from ..face import AlignmentSettings, FaceNotFound, Landmarker, align_clip, apex_flow_image, check_frame, make_landmarker
-from ..preprocessing import TVL1Settings, flow_sequence, interpolate_frames, nearest_sampled_index, to_gray
+from ..face import AlignmentSettings, Landmarker, align_clip, check_frame, composite_flow_image, make_landmarker, require_face
+from ..preprocessing import TVL1Settings, nearest_sampled_index, sample_clip
 from .release_check import ClipSource, is_missing
 
 
@@ -79,33 +80,22 @@ class ReleaseClipPreparer:
         landmarks = self.find_landmarks(frames, numbers, reference)
         crops, crop_landmarks = align_clip(frames, landmarks, s.alignment, reference=reference)
         positions = np.asarray(source.positions)
+        # the frames read are a subset: position p lies between numbers[k] = floor(p) and numbers[k + 1]
         compact = np.searchsorted(numbers, np.floor(positions)) + (positions - np.floor(positions))
-        sampled = interpolate_frames(crops, compact)
-        gray = to_gray(sampled)
-        flow = flow_sequence(gray, s.tvl1)
-        apex_pos = self.apex_position(positions, flow, source.row.get("apex"))
-        arrays = {
-            "frames": np.ascontiguousarray(sampled.transpose(0, 3, 1, 2)),
-            "flow": flow.astype(np.float16),
-            "apex_image": apex_flow_image(gray[0], gray[apex_pos], s.apex_image_size, s.tvl1).transpose(2, 0, 1).copy(),
-            "au": np.asarray(source.row[AU_COLUMN], dtype=np.uint8),
-        }
-        if crop_landmarks.ndim == 3:
-            arrays["landmarks"] = interpolate_frames(crop_landmarks.astype(np.float32), compact)
+        arrays = sample_clip(crops, crop_landmarks if crop_landmarks.ndim == 3 else None, compact, s.tvl1)
+        apex_pos = self.apex_position(positions, arrays["flow"], source.row.get("apex"))
+        # the onset→apex flow is already in the sequence: flow[apex_pos - 1]
+        arrays["apex_image"] = composite_flow_image(arrays["flow"][apex_pos - 1], s.apex_image_size).transpose(2, 0, 1).copy()
+        arrays["au"] = np.asarray(source.row[AU_COLUMN], dtype=np.uint8)
         row = {k: v for k, v in source.row.items() if k != AU_COLUMN and not is_missing(v)}
         row.update(apex_pos=apex_pos, apex_estimated=is_missing(source.row.get("apex")))
         return row, arrays
 
     def find_landmarks(self, frames: np.ndarray, numbers: list[int], reference: int) -> np.ndarray:
         """Onset-frame landmarks (68, 2), or per-frame (L, 68, 2) when aligning every frame."""
-        indices = range(len(frames)) if self.settings.alignment.per_frame else [reference]
-        found = []
-        for i in indices:
-            points = self.landmarker(frames[i])
-            if points is None:
-                raise FaceNotFound(f"no face found in frame {numbers[i]}; check the frame, or skip such clips with on_error 'skip'")
-            found.append(points)
-        return np.stack(found) if self.settings.alignment.per_frame else found[0]
+        if not self.settings.alignment.per_frame:
+            return require_face(self.landmarker, frames[reference], f"frame {numbers[reference]}")
+        return np.stack([require_face(self.landmarker, frame, f"frame {n}") for frame, n in zip(frames, numbers)])
 
     @staticmethod
     def apex_position(positions: np.ndarray, flow: np.ndarray, apex: Any) -> int:

@@ -2,8 +2,8 @@
 
 from .alignment import AlignmentSettings, align_clip, eye_centres
 from .errors import BadFrame, FaceNotFound
-from .flow_image import apex_flow_image, flow_to_rgb, optical_strain
-from .landmarks import Landmarker, clip_landmarks, make_landmarker, require_face
+from .flow_image import apex_flow_image, composite_flow_image, flow_to_rgb, optical_strain
+from .landmarks import Landmarker, make_landmarker, require_face
 from .preview import contact_sheet
 from .quality import check_frame
 from .video import read_video
@@ -16,7 +16,7 @@ __all__ = [
     "align_clip",
     "apex_flow_image",
     "check_frame",
-    "clip_landmarks",
+    "composite_flow_image",
     "contact_sheet",
     "eye_centres",
     "flow_to_rgb",

@@ -46,7 +46,12 @@ def apex_flow_image(
     """
     if onset_gray.ndim != 2 or onset_gray.shape != apex_gray.shape:
         raise ValueError(f"need two grey images of one shape, got {onset_gray.shape} and {apex_gray.shape}")
-    flow = flow_sequence(np.stack([onset_gray, apex_gray]), tvl1)[0]
+    return composite_flow_image(flow_sequence(np.stack([onset_gray, apex_gray]), tvl1)[0], size)
+
+
+def composite_flow_image(flow: np.ndarray, size: int = 28) -> np.ndarray:
+    """`apex_flow_image` of an already computed onset→apex (2, H, W) flow."""
+    flow = flow.astype(np.float32)
     channels = (flow[0], flow[1], optical_strain(flow))
     return np.dstack([minmax_uint8(cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)) for c in channels])
 

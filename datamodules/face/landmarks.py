@@ -147,8 +147,3 @@ def require_face(landmarker: Landmarker, image_rgb: np.ndarray, source: str) -> 
         raise FaceNotFound(f"no face found in {source}; check the frame (face visible, frontal, lit), "
                            "try another landmark backend, or drop the sample")
     return landmarks
-
-
-def clip_landmarks(landmarker: Landmarker, frames: np.ndarray, source: str) -> np.ndarray:
-    """(L, 68, 2) landmarks of every frame of a clip; FaceNotFound names the first frame without a face."""
-    return np.stack([require_face(landmarker, frame, f"frame {i} of {source}") for i, frame in enumerate(frames)])

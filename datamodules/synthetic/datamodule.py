@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from functools import cached_property, partial
 from typing import Any, Literal
@@ -13,7 +12,7 @@ from torch.utils.data import Dataset
 
 from experiments.errors import MERError
 
-from ..cache import ClipCache, PreparedClip, build_cache
+from ..cache import ClipCache, PreparedClip, build_cache, default_cache_dir
 from ..datasets import PreparedClipDataset
 from ..loso import LOSODataModule
 from ..preprocessing import TVL1Settings, prepare_clip
@@ -23,10 +22,6 @@ from .generator import (
 
 PROTOCOLS: dict[str, tuple[str, ...]] = {"3class": EMOTIONS_3, "7class": EMOTIONS_7}
 CACHE_FORMAT = 1  # bump when the layout of prepared clips changes
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("MER_CACHE_DIR", "~/.cache/mer-suite")
 
 
 def prepare_synthetic_clip(spec: ClipSpec, config: SyntheticConfig, num_frames: int, tvl1: TVL1Settings) -> PreparedClip:
