@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 PreparedClip = tuple[dict[str, Any], dict[str, np.ndarray]]
 """What preparing one clip yields: its index row and its arrays (name -> array)."""

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 REQUIRED_COLUMNS = ("sample_id", "subject", "dataset", "label")
 

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from .datasets import TensorDictDataset
 from .loso import LOSODataModule

@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from datamodules.loso import LOSODataModule
 from lightning_modules.base import MERClassifier
 
-from .errors import MERError
+from datamodules.errors import MERError
 
 MER_USAGE = """usage: mer {fit,validate,test,predict,loso,dataset-info,prepare} ...
 

@@ -33,7 +33,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .cli import make_cli
-from .errors import MERError
+from datamodules.errors import MERError
 from .metrics import pooled_metrics
 from .reporting import atomic_write_csv, atomic_write_text, plot_confusion_matrix, result_table, write_json
 

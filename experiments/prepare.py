@@ -28,7 +28,7 @@ from datamodules.databases.prepare import ReleaseClipPreparer
 from datamodules.face import contact_sheet
 
 from .cli import one_line
-from .errors import MERError
+from datamodules.errors import MERError
 
 # option name -> ReleaseDataModule argument
 OPTIONS = {

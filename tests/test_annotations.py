@@ -15,7 +15,7 @@ import pytest
 
 from datamodules.annotations import DATASETS, PROTOCOLS, Annotations, load_annotations
 from datamodules.annotations.action_units import parse_action_units
-from experiments.errors import MERError
+from datamodules.errors import MERError
 from tests.conftest import require_shared
 
 SHEETS = {

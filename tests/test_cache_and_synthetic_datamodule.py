@@ -10,7 +10,7 @@ import pytest
 from datamodules import SyntheticDataModule
 from datamodules.cache import ClipCache, build_cache, settings_key
 from datamodules.preprocessing import TVL1Settings
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from .conftest import TINY_SYNTHETIC
 

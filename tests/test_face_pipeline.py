@@ -25,7 +25,7 @@ from datamodules.face import (
     require_face,
 )
 from datamodules.face.preview import TITLE_HEIGHT
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 SETTINGS = AlignmentSettings(size=96)
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 from experiments.loso import run_loso
 
 ROOT = Path(__file__).resolve().parents[1]

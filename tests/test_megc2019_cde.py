@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from datamodules import MEGC2019CompositeDataModule
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import yaml
 from datamodules.databases.per_database import DATAMODULES
 from datamodules.preprocessing import TVL1Settings
 from experiments.cli import mer_main
-from experiments.errors import MERError
+from datamodules.errors import MERError
 from tests.release_replica import Replica, write_replica
 
 DATASETS = ("casme2", "samm", "smic", "casme3", "dfme", "mmew")

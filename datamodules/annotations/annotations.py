@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from .action_units import au_vocabulary, multi_hot
 from .database import Database

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "subject": ("subject", "sub", "participant"),

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from ..datasets import PreparedClipDataset
 from ..loso import LOSODataModule

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from ..annotations import DATASETS, Annotations, load_annotations
 from ..cache import ClipCache, build_cache, default_cache_dir, settings_key

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 RELEASE_LAYOUTS: dict[str, dict[str, str]] = {
     # CASME II: root = the folder holding sub01..sub26 (Cropped/ of the cropped release, or

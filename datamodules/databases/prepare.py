@@ -15,7 +15,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from ..cache import PreparedClip
 from ..face import AlignmentSettings, Landmarker, align_clip, check_frame, composite_flow_image, make_landmarker, require_face

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 
 class FaceNotFound(MERError):

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from .errors import FaceNotFound
 

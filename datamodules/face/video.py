@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from .quality import check_frame
 

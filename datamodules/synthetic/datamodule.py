@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 from ..cache import ClipCache, PreparedClip, build_cache, default_cache_dir
 from ..datasets import PreparedClipDataset

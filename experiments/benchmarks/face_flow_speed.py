@@ -30,7 +30,7 @@ import numpy as np
 
 from datamodules.face import AlignmentSettings, align_clip, make_landmarker, read_video, require_face
 from datamodules.preprocessing import TVL1Settings, flow_sequence, to_gray
-from experiments.errors import MERError
+from datamodules.errors import MERError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEOS = sorted((ROOT.parent / "shared" / "data" / "video").glob("*.mp4"))

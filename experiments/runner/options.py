@@ -1,0 +1,51 @@
+"""Options of ``mer loso`` beside the LightningCLI config: where to write, which folds, how to run them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass
+class LosoOptions:
+    """How a LOSO (or k-fold) run is executed.
+
+    Args:
+        output: run directory (default ``outputs/<config folder>-<config name>``); rerun to resume.
+        folds: only these fold indices, e.g. ``0-9`` or ``3,5``.
+        devices: GPU ids to spread folds over, e.g. ``0,1,2,3`` (default: none, CPU).
+        folds_per_device: folds trained at once on each GPU.
+        workers: worker processes on CPU (folds at once).
+        threads_per_fold: intra-op threads of each fold (default: CPU cores / folds at once);
+            recorded in run.json so every executor trains a fold identically.
+        launcher: ``local`` (this machine) or ``slurm`` (one array task per chunk of folds).
+        partition: SLURM partition.
+        time: SLURM time limit per array task.
+        gpus_per_task: GPUs per SLURM array task.
+        cpus_per_task: CPUs per SLURM array task.
+        array_parallelism: at most this many array tasks at once (SLURM ``%N``).
+        folds_per_task: folds per SLURM array task.
+        dry_run: print the sbatch script(s) instead of submitting.
+        aggregate_only: pool the finished folds of this run directory and stop.
+        wandb: W&B mode (default offline, or ``$WANDB_MODE``).
+        wandb_project: W&B project.
+    """
+
+    output: Path | None = None
+    folds: str | None = None
+    devices: str | None = None
+    folds_per_device: int = 1
+    workers: int = 1
+    threads_per_fold: int | None = None
+    launcher: Literal["local", "slurm"] = "local"
+    partition: str | None = None
+    time: str = "04:00:00"
+    gpus_per_task: int = 0
+    cpus_per_task: int = 2
+    array_parallelism: int | None = None
+    folds_per_task: int = 1
+    dry_run: bool = False
+    aggregate_only: Path | None = None
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "mer-suite"
