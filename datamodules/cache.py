@@ -9,7 +9,9 @@ Layout of a cache directory ``<root>/<name>-<key>/``::
 The key is a hash of every generator and preprocessing setting, so changed settings never reuse
 a stale cache. Clips are prepared in parallel processes into ``<dir>.partial/clips/`` (one
 atomically written file per clip, so a killed run resumes where it stopped), then assembled
-and moved into place with one atomic rename. A clip whose preparation raises a MERError (no face,
+and moved into place with one atomic rename. One process at a time builds a given directory: a
+file lock ``<dir>.lock`` beside it (flock, so the OS frees it when a holder is killed) makes the
+others wait, then reuse the finished cache (many SLURM array tasks starting at once). A clip whose preparation raises a MERError (no face,
 a corrupt frame) either stops the build (``on_error='fail'``; clips done so far are kept) or is
 recorded in ``skipped.csv`` with its reason and left out (``on_error='skip'``).
 """
@@ -21,7 +23,9 @@ import multiprocessing
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from datamodules.errors import MERError
@@ -73,6 +78,32 @@ class ClipCache:
     @staticmethod
     def is_complete(directory: Path) -> bool:
         return (Path(directory) / "meta.json").is_file()
+
+    def problems(self) -> list[str]:
+        """What is damaged in this cache (array files missing, truncated or of another shape than
+        meta.json records, index rows missing); reads array headers only."""
+        found = []
+        if len(self.index) != self.meta["n_samples"]:
+            found.append(f"index.csv has {len(self.index)} rows, meta.json says {self.meta['n_samples']}")
+        for name, spec in self.meta["arrays"].items():
+            path = self.directory / f"{name}.npy"
+            try:
+                array = np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                found.append(f"{path.name} missing")
+                continue
+            except (ValueError, OSError) as err:  # a truncated file cannot be mapped
+                found.append(f"{path.name} unreadable ({err})")
+                continue
+            if list(array.shape) != spec["shape"] or str(array.dtype) != spec["dtype"]:
+                found.append(f"{path.name} is {array.dtype}{list(array.shape)}, meta.json says {spec['dtype']}{spec['shape']}")
+        return found
+
+    def check(self) -> None:
+        """Raise one MERError naming every damaged file of this cache and how to rebuild it."""
+        problems = self.problems()
+        if problems:
+            raise MERError(f"prepared cache {self.directory} is damaged: {'; '.join(problems)}; delete that folder to prepare it again")
 
 
 def _init_worker() -> None:
@@ -120,8 +151,40 @@ def build_cache(
     a preview) before the directory is moved into place.
     """
     directory = Path(directory)
-    if ClipCache.is_complete(directory):
-        return ClipCache(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(directory):
+        if ClipCache.is_complete(directory):  # built by another process while this one waited
+            return ClipCache(directory)
+        _build(directory, settings, items, prepare_one, workers, desc, on_error, extra_files)
+    return ClipCache(directory)
+
+
+@contextmanager
+def _build_lock(directory: Path) -> Iterator[None]:
+    """Hold the lock on building `directory`; says so once when another process holds it first."""
+    lock = FileLock(directory.with_name(directory.name + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process preparing {directory} ...", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _build(
+    directory: Path,
+    settings: dict[str, Any],
+    items: Sequence[Any],
+    prepare_one: Callable[[Any], PreparedClip],
+    workers: int,
+    desc: str,
+    on_error: str,
+    extra_files: Callable[[Path], None] | None,
+) -> None:
+    """build_cache's work, with the lock held."""
     partial = directory.with_name(directory.name + ".partial")
     clip_dir = partial / "clips"
     clip_dir.mkdir(parents=True, exist_ok=True)
@@ -148,13 +211,7 @@ def build_cache(
     if extra_files is not None:
         extra_files(partial)
     shutil.rmtree(clip_dir)
-    try:
-        os.replace(partial, directory)
-    except OSError as err:  # another process finished the same cache first
-        if not ClipCache.is_complete(directory):
-            raise MERError(f"cannot move prepared cache into {directory}: {err}") from err
-        shutil.rmtree(partial, ignore_errors=True)
-    return ClipCache(directory)
+    os.replace(partial, directory)
 
 
 def _is_prepared(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 Keys a model may read: 'flow' (T-1, C, H, W) flow sequence, 'apex_flow' (C, H, W) onset→apex flow,
 'frames' (T, 3, H, W) RGB in [0, 1], 'au' (n_AU,) multi-hot, 'au_mask' (whether AU labels exist),
-'label'.
+'label', and 'identity' (the subject's identity class in this fold, -1 outside its training split;
+added by LOSODataModule around every dataset).
 """
 
 from __future__ import annotations
@@ -28,6 +29,21 @@ class TensorDictDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         row = int(self.rows[i])
         return {"index": torch.tensor(row), **{k: v[row] for k, v in self.tensors.items()}}
+
+
+class WithIdentity(Dataset):
+    """A split's dataset whose items also carry 'identity' (long), one value per item position."""
+
+    def __init__(self, dataset: Dataset, rows: np.ndarray, identity: np.ndarray) -> None:
+        self.dataset = dataset
+        self.rows = np.asarray(rows)
+        self.identity = torch.as_tensor(identity, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {**self.dataset[i], "identity": self.identity[i]}
 
 
 class PreparedClipDataset(Dataset):

@@ -8,6 +8,7 @@ space before ``.png`` — and the official list ``labels.csv`` (dataset, sub, fi
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 
@@ -26,6 +27,26 @@ CDE_CLASSES = ("negative", "positive", "surprise")
 LABEL_COLUMNS = ("dataset", "sub", "filename_o", "label")
 
 
+def read_flow_image(path: Path) -> np.ndarray | str:
+    """The image as stored (H, W, C) uint8, or why it is unusable ('missing', '0 bytes', ...)."""
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "0 bytes"
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return "not a readable image"
+    if image.dtype != np.uint8:
+        return f"{image.dtype} pixels, expected 8-bit"
+    return image if image.ndim == 3 else image[..., None]
+
+
+def describe_shape(shape: tuple[int, ...]) -> str:
+    """'20x28' for 3 channels (u, v, strain), else '20x28 with 1 channel(s)'."""
+    height, width, channels = shape
+    return f"{height}x{width}" + ("" if channels == 3 else f" with {channels} channel(s)")
+
+
 class MEGC2019CompositeDataModule(LOSODataModule):
     """LOSO over the 68 subjects of the composite set; subject ids are ``<dataset>_<sub>``.
 
@@ -36,7 +57,8 @@ class MEGC2019CompositeDataModule(LOSODataModule):
         file_pattern: image file name; fields {sub} and {filename_o} from the label list.
         pixel_scale: factor applied to the 0-255 pixels (1.0 = raw values as STSTNet was fed;
             1/255 for models that expect [0, 1]).
-        fold, val_subjects, batch_size, num_workers, split_seed: see LOSODataModule.
+        fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
+            LOSODataModule.
     """
 
     def __init__(
@@ -46,13 +68,16 @@ class MEGC2019CompositeDataModule(LOSODataModule):
         image_dir: str = "flow",
         file_pattern: str = "{sub}_{filename_o} .png",
         pixel_scale: float = 1.0,
-        fold: int | str = 0,
+        fold: int = 0,
+        test_subject: str | None = None,
+        k_folds: int | None = None,
         val_subjects: int = 0,
         batch_size: int = 256,
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
-        super().__init__(fold, val_subjects, batch_size, num_workers, split_seed)
+        super().__init__(fold=fold, test_subject=test_subject, k_folds=k_folds, val_subjects=val_subjects,
+                         batch_size=batch_size, num_workers=num_workers, split_seed=split_seed)
         self.root = Path(root).expanduser()
         self.labels_path = self.root / labels_file
         self.image_dir = self.root / image_dir
@@ -91,21 +116,25 @@ class MEGC2019CompositeDataModule(LOSODataModule):
             }
         )
 
+    def check_inputs(self) -> None:
+        """Every flow image of the label list is read (442 tiny PNGs: milliseconds); one error lists all bad ones."""
+        self.images
+
     @cached_property
     def images(self) -> np.ndarray:
-        """All flow images as stored (N, H, W, 3) uint8, read once."""
-        images = []
-        for name in self.table["file"]:
-            path = self.image_dir / name
-            if not path.is_file():
-                raise MERError(f"flow image missing: '{path}'; check --data.init_args.root / image_dir / file_pattern")
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None or image.size == 0:
-                raise MERError(f"unreadable or empty image: '{path}'; replace the file or remove its row from {self.labels_path.name}")
-            if images and image.shape != images[0].shape:
-                raise MERError(f"'{path}' is {image.shape[:2]}, other images are {images[0].shape[:2]}; all flow images must share one size")
-            images.append(image)
-        return np.stack(images)
+        """All flow images as stored (N, H, W, 3) uint8, read once; one MERError names every unusable file."""
+        if not self.image_dir.is_dir():
+            raise MERError(f"flow image folder not found: {self.image_dir}; check --data.init_args.root / image_dir")
+        images = {name: read_flow_image(self.image_dir / name) for name in self.table["file"]}
+        sizes = Counter(image.shape[:2] for image in images.values() if isinstance(image, np.ndarray))
+        expected = (*sizes.most_common(1)[0][0], 3) if sizes else (0, 0, 3)  # the usual size; u, v, strain
+        problems = [f"{name} ({image})" if isinstance(image, str) else
+                    f"{name} ({describe_shape(image.shape)}, expected {describe_shape(expected)})"
+                    for name, image in images.items() if isinstance(image, str) or image.shape != expected]
+        if problems:
+            raise MERError(f"{len(problems)} unusable flow image(s) in {self.image_dir}: {', '.join(problems)}; "
+                           f"replace them or remove their rows from {self.labels_path.name}")
+        return np.stack([images[name] for name in self.table["file"]])
 
     @cached_property
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -1,114 +1,103 @@
-"""Command line: ``lightning`` (LightningCLI: fit/validate/test/predict) and ``mer`` (the same plus ``loso``).
+"""Command line: ``lightning`` (LightningCLI: fit/validate/test/predict) and ``mer`` (the same plus
+``loso``, ``dataset-info`` and ``prepare``), one jsonargparse subcommand tree.
 
-Lightning 2.5+ no longer installs a ``lightning`` command, so the suite provides one. Models and
-datamodules are chosen with ``class_path``/``init_args``; the datamodule's label space
-(``num_classes``, ``num_aus``) is linked into the model.
+Lightning 2.5+ no longer installs a ``lightning`` command, so the suite provides one. A branch of the
+``mer`` tree is built only when the command line names it, so ``mer --help`` and a mistyped
+subcommand answer without importing torch; the Lightning branches are LightningCLI's own parsers.
+User errors are one ``error:`` line and exit code 2; Ctrl-C exits 130 with how to resume.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from importlib import import_module
 
-from jsonargparse import ArgumentError
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import ArgumentParser
 
-from datamodules.loso import LOSODataModule
-from lightning_modules.base import MERClassifier
+from .command_line import guarded
 
-from datamodules.errors import MERError
 
-MER_USAGE = """usage: mer {fit,validate,test,predict,loso,dataset-info,prepare} ...
+@dataclass(frozen=True)
+class Subcommand:
+    """A branch of the `mer` tree: its help line, what an interrupted run keeps, and (for branches
+    not run by LightningCLI) the module whose ``build_parser()`` and ``run(args)`` implement it."""
 
-  fit / validate / test / predict   one fold, as `lightning` (LightningCLI; see `mer fit --help`)
-  loso --config CFG [--output DIR] [--wandb offline|online|disabled] [overrides...]
-                                    every fold of leave-one-subject-out, pooled UF1/UAR
-  dataset-info DATASET --annotations SHEET --protocol P [--json]
-                                    samples, subjects, class counts and sheet warnings (no frames needed)
-  prepare DATASET --root PATH --protocol P [--preview] ...
-                                    validate a release on disk, then face + flow preprocessing into the cache
-"""
+    help: str
+    resume: str
+    module: str | None = None
 
+
+FOLD_RESUME = "prepared clips are kept; epoch checkpoints are under the run's checkpoints/ folder (continue with --ckpt_path FILE)"
 SUBCOMMANDS = {
-    "loso": "experiments.loso:loso_main",
-    "dataset-info": "experiments.dataset_info:dataset_info_main",
-    "prepare": "experiments.prepare:prepare_main",
+    "fit": Subcommand("train one fold (LightningCLI; see `mer fit --help`)", FOLD_RESUME),
+    "validate": Subcommand("validate one fold's model", FOLD_RESUME),
+    "test": Subcommand("test a checkpoint (--ckpt_path FILE) on one fold's held-out subject", FOLD_RESUME),
+    "predict": Subcommand("predict one fold's held-out subject with a checkpoint (--ckpt_path FILE)", FOLD_RESUME),
+    "loso": Subcommand("every fold of a config (leave-one-subject-out or k-fold), pooled UF1/UAR; "
+                       "--folds, local GPUs/workers or a SLURM array", "finished folds are kept; rerun the same command to resume"),
+    "dataset-info": Subcommand("samples, subjects, class counts and sheet warnings of an annotation sheet (no frames needed)",
+                               "nothing was written", "experiments.dataset_info"),
+    "prepare": Subcommand("check a release on disk, then face + flow preprocessing into the cache",
+                          "prepared clips are kept; rerun the same command to resume", "experiments.prepare"),
 }
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-class MERCLI(LightningCLI):
-    """LightningCLI with the datamodule's label space linked into the model."""
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.num_aus", "model.init_args.num_aus", apply_on="instantiate")
-
-
-def make_cli(args: list[str] | None, run: bool = True, **kwargs: Any) -> MERCLI:
-    """Build (and by default run) the CLI on `args`; parse errors raise instead of exiting."""
-    return MERCLI(
-        MERClassifier,
-        LOSODataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        seed_everything_default=0,
-        args=args,
-        run=run,
-        parser_kwargs={"exit_on_error": False},
-        **kwargs,
-    )
-
-
-_NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
-
-
-def one_line(err: BaseException) -> str:
-    """jsonargparse nests its messages over many lines; keep the informative ones on one line."""
-    lines = [line.strip().lstrip("- ") for line in str(err).splitlines() if line.strip()]
-    kept = [line for line in lines if not line.startswith(_NOISE) and not line.lstrip("- ").startswith(_NOISE)]
-    return " ".join(kept or lines[:1]) or type(err).__name__
-
-
-def _user_error(err: BaseException) -> MERError | None:
-    """The MERError behind `err`, also when a library re-raised it wrapped (class instantiation)."""
-    while err is not None:
-        if isinstance(err, MERError):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def guarded(main: Callable[[], Any]) -> None:
-    """Run `main`; user errors become one line on stderr and exit code 2."""
-    try:
-        main()
-    except Exception as err:
-        user_error = _user_error(err)
-        if user_error is None and not isinstance(err, ArgumentError):
-            raise
-        print(f"error: {user_error or one_line(err) + ' (see --help, or --print_config for the resolved config)'}",
-              file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: finished folds and prepared clips are kept; rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+def mer_parser(selected: str | None) -> ArgumentParser:
+    """The `mer` tree; only the `selected` branch (of those not run by LightningCLI) gets its options."""
+    parser = ArgumentParser(prog="mer", description="Micro-expression recognition: one fold, every fold (LOSO), "
+                            "and the data tools.", exit_on_error=False)
+    branches = parser.add_subcommands(title="subcommands", metavar="SUBCOMMAND")
+    for name, subcommand in SUBCOMMANDS.items():
+        if name == selected and subcommand.module:
+            branch = import_module(subcommand.module).build_parser()
+        else:
+            branch = ArgumentParser(description=subcommand.help)
+        branches.add_subcommand(name, branch, help=subcommand.help)
+        branch.prog = f"mer {name}"  # the root has no options of its own to show as "[options]"
+    return parser
 
 
 def lightning_main(argv: list[str] | None = None) -> None:
-    guarded(lambda: make_cli(argv if argv is not None else sys.argv[1:]))
+    """The `lightning` command; `argv` only when called from Python (else LightningCLI reads sys.argv)."""
+    from .lightning_cli import deliberate_environment, make_cli
+
+    def main() -> None:
+        with deliberate_environment():
+            make_cli(argv, prog="lightning")
+
+    guarded(main, FOLD_RESUME)
 
 
 def mer_main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(MER_USAGE)
-        return
-    if argv[0] in SUBCOMMANDS:
-        module, function = SUBCOMMANDS[argv[0]].split(":")
-        main = getattr(importlib.import_module(module), function)
-        guarded(lambda: main(argv[1:]))
+    """The `mer` command; `argv` only when called from Python (else read from sys.argv)."""
+    args = (sys.argv[1:] if argv is None else argv) or ["--help"]
+    name = args[0] if args and args[0] in SUBCOMMANDS else None
+    if name in LIGHTNING_SUBCOMMANDS:
+        from .lightning_cli import deliberate_environment, make_cli
+
+        def main() -> None:
+            with deliberate_environment():
+                make_cli(argv, prog="mer")
+    elif name == "loso":
+        def main() -> None:
+            run_loso_command(args[1:])
     else:
-        lightning_main(argv)
+        def main() -> None:
+            config = mer_parser(name).parse_args(args)
+            import_module(SUBCOMMANDS[config.subcommand].module).run(config[config.subcommand])
+    guarded(main, SUBCOMMANDS[name].resume if name else "nothing was written")
+
+
+def run_loso_command(args: list[str]) -> None:
+    """`mer loso`: parse the fold config and the runner options, then hand both to the runner."""
+    from .lightning_cli import LosoCLI, make_cli
+    from .loso import default_output, run_loso
+
+    cli = make_cli(args, run=False, prog="mer loso", cli_class=LosoCLI)
+    options = cli.options()
+    if options.output is None and cli.config.get("config"):
+        options.output = default_output(str(cli.config.config[0]))
+    run_loso(cli.fold_config_yaml(), options)
+

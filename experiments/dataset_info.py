@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+from jsonargparse import ArgumentParser, Namespace
 
 from datamodules.annotations import DATASETS, PROTOCOLS, Annotations, load_annotations
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     protocols = "; ".join(f"{name}: {', '.join(PROTOCOLS[name])}" for name in DATASETS)
-    parser = argparse.ArgumentParser(
-        prog="mer dataset-info",
+    parser = ArgumentParser(
         description="Samples, subjects, class counts, excluded emotions and sheet warnings of a database's "
                     "annotation sheet(s) under a protocol. Needs no frames.",
         epilog=f"protocols per dataset: {protocols}")
@@ -20,14 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotations", nargs="+", required=True, metavar="SHEET",
                         help="annotation sheet(s), xlsx or csv, as the release ships them (DFME: several)")
     parser.add_argument("--protocol", required=True, help="class protocol, e.g. cde, 5class, 7class")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--no-fold-side", action="store_true", help="keep L/R/T/B/A AU locations apart (L12 != 12)")
-    parser.add_argument("--no-fold-intensity", action="store_true", help="keep AU intensities A-E apart (12A != 12)")
+    for flag, text in (("--json", "print the summary as JSON"),
+                       ("--no-fold-side", "keep L/R/T/B/A AU locations apart (L12 != 12)"),
+                       ("--no-fold-intensity", "keep AU intensities A-E apart (12A != 12)")):
+        parser.add_argument(flag, type=bool, nargs="?", const=True, default=False, help=text)
     return parser
 
 
-def dataset_info_main(argv: list[str]) -> None:
-    args = build_parser().parse_args(argv)
+def run(args: Namespace) -> None:
     annotations = load_annotations(args.dataset, args.annotations, args.protocol,
                                    fold_side=not args.no_fold_side, fold_intensity=not args.no_fold_intensity)
     if args.json:

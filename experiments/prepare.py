@@ -11,58 +11,56 @@ shows a progress bar, resumes after a kill and writes the cache atomically with 
 
 from __future__ import annotations
 
-import argparse
+import inspect
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import numpy as np
 import yaml
-from jsonargparse import ArgumentError, ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser, Namespace
 
 from datamodules.annotations import DATASETS
 from datamodules.databases.composite import CompositeReleaseDataModule
 from datamodules.databases.datamodule import ReleaseDataModule, spread_over_classes
 from datamodules.databases.per_database import DATAMODULES
 from datamodules.databases.prepare import ReleaseClipPreparer
-from datamodules.face import contact_sheet
-
-from .cli import one_line
 from datamodules.errors import MERError
+from datamodules.face import contact_sheet
+from datamodules.loso import LOSODataModule
 
-# option name -> ReleaseDataModule argument
-OPTIONS = {
-    "root": "root", "protocol": "protocol", "annotations": "annotations", "release": "release",
-    "frame_pattern": "frame_pattern", "num_frames": "num_frames", "interval": "interval", "size": "image_size",
-    "per_frame_alignment": "per_frame_alignment", "landmarks": "landmarks", "on_error": "on_error",
-    "cache_dir": "cache_dir", "workers": "prepare_workers",
-}
+from .command_line import add_signature_options, one_line
 
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mer prepare", description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("dataset", nargs="?", choices=DATASETS, help="database (or take it from --config)")
-    parser.add_argument("--config", type=Path, help="a training config: prepare what its data section describes")
-    parser.add_argument("--root", help="release folder on disk (see README 'Frame layouts')")
-    parser.add_argument("--annotations", nargs="+", help="annotation sheet(s) as distributed with the release")
-    parser.add_argument("--protocol", help="class protocol, e.g. cde, 3class, 5class (mer dataset-info lists them)")
-    parser.add_argument("--release", help="named frame layout of the database, e.g. CASME II 'cropped' or 'raw'")
-    parser.add_argument("--frame-pattern", help="frame path pattern relative to --root, e.g. '{subject}/{clip}/img{frame}.jpg'")
-    parser.add_argument("--num-frames", type=int, help="frames sampled per clip (default 8)")
-    parser.add_argument("--interval", choices=("offset", "apex"), help="sample onset→offset (default) or onset→apex")
-    parser.add_argument("--size", type=int, help="face crop side in pixels (default 144)")
-    parser.add_argument("--per-frame-alignment", action="store_true", default=None, help="align every frame (default: the onset frame's transform for the whole clip)")
-    parser.add_argument("--landmarks", choices=("dlib", "face_alignment"), help="landmark backend (default dlib, offline)")
-    parser.add_argument("--on-error", choices=("skip", "fail"), help="clips with missing frames or no face: skip and list them (default) or fail")
-    parser.add_argument("--cache-dir", help="cache folder (default $MER_CACHE_DIR or ~/.cache/mer-suite)")
-    parser.add_argument("--workers", type=int, help="parallel processes (default: one per CPU core)")
-    parser.add_argument("--check-only", action="store_true", help="print the release report and stop")
-    parser.add_argument("--preview", nargs="?", type=int, const=8, metavar="N", help="prepare N clips (default 8, spread over classes) into a contact sheet PNG, no cache")
-    parser.add_argument("--preview-file", type=Path, help="where --preview writes its PNG (default mer-preview-<dataset>.png)")
-    return parser.parse_args(argv)
+# ReleaseDataModule arguments that are not options of `mer prepare`: the dataset (its positional
+# argument), the settings group tvl1 (set it in --config: an option would replace the whole group) and
+# what does not change the prepared clips (loading, the fold split)
+NOT_OPTIONS = ("dataset", "tvl1", "with_frames", "composite_apex", *inspect.signature(LOSODataModule.__init__).parameters)
+SHORT_NAMES = {"image_size": "size", "prepare_workers": "workers"}
 
 
-def datamodule_from(args: argparse.Namespace) -> ReleaseDataModule | CompositeReleaseDataModule:
+def build_parser() -> ArgumentParser:
+    """Options: the ReleaseDataModule's preparation arguments (each overrides --config's data section)."""
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", type=Optional[Literal[DATASETS]], nargs="?", default=None,
+                        help="database (or take it from --config)")
+    parser.add_argument("--config", type=Optional[Path], default=None,
+                        help="a training config: prepare what its data section describes")
+    parser.add_argument("--check-only", type=bool, nargs="?", const=True, default=False,
+                        help="print the release report and stop")
+    parser.add_argument("--preview", type=Optional[int], nargs="?", const=8, default=None, metavar="N",
+                        help="prepare N clips (default 8, spread over classes) into a contact sheet PNG, no cache")
+    parser.add_argument("--preview-file", type=Optional[Path], default=None,
+                        help="where --preview writes its PNG (default mer-preview-<dataset>.png)")
+    add_signature_options(parser, ReleaseDataModule, skip=NOT_OPTIONS, aliases=SHORT_NAMES, overrides_only=True,
+                          nested_key="data")
+    return parser
+
+
+def parse_args(argv: list[str]) -> Namespace:
+    return build_parser().parse_args(argv)
+
+
+def datamodule_from(args: Namespace) -> ReleaseDataModule | CompositeReleaseDataModule:
     """The DataModule of --config's data section (if any) with the command-line options on top,
     parsed and instantiated by jsonargparse exactly as LightningCLI does it for training."""
     data: dict[str, Any] = {}
@@ -78,8 +76,8 @@ def datamodule_from(args: argparse.Namespace) -> ReleaseDataModule | CompositeRe
         if class_path and class_path.rsplit(".", 1)[-1] != DATAMODULES[args.dataset].__name__:
             raise MERError(f"dataset '{args.dataset}' contradicts {args.config}'s data.class_path {class_path}")
         class_path = named
-    overrides = {target: getattr(args, option) for option, target in OPTIONS.items() if getattr(args, option) is not None}
     init_args = dict(data.get("init_args") or {})
+    overrides = {name: value for name, value in args.data.as_dict().items() if value is not None}
     if "sources" in init_args:  # a composite: the options apply to each of its releases
         init_args["sources"] = [{**source, "init_args": {**source.get("init_args", {}), **overrides}} for source in init_args["sources"]]
     else:
@@ -115,14 +113,13 @@ def preview(datamodule: ReleaseDataModule, n_clips: int, path: Path) -> Path:
     return contact_sheet(rows, path)
 
 
-def prepare_main(argv: list[str]) -> None:
-    args = parse_args(argv)
+def run(args: Namespace) -> None:
     datamodule = datamodule_from(args)
     for release in datamodule.sources if isinstance(datamodule, CompositeReleaseDataModule) else [datamodule]:
         prepare_release(release, args)
 
 
-def prepare_release(datamodule: ReleaseDataModule, args: argparse.Namespace) -> None:
+def prepare_release(datamodule: ReleaseDataModule, args: Namespace) -> None:
     """Report, then preview or prepare one release."""
     annotations = datamodule.annotations
     print(f"{datamodule.dataset} / {datamodule.protocol}: {len(annotations.samples)} annotated samples, "

@@ -373,3 +373,47 @@ def test_another_databases_sheet_is_one_error() -> None:
         load_annotations("samm", sheet_paths("casme2")[0], "cde")
     message = str(error.value)
     assert "no clip name looks like a SAMM clip (e.g. '006_1_2'; found 'EP02_01f', ...)" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("dataset, title, foreign, found", [
+    # every row is unusable there (no subject id of the database): once 0 samples and exit 0, now one error
+    ("casme3", "CAS(ME)³ Part A", "dfme", "sub0003_01"),
+    ("dfme", "DFME", "casme3", "a"),
+])
+def test_casme3_and_dfme_refuse_each_others_sheet(dataset: str, title: str, foreign: str, found: str) -> None:
+    sheet = sheet_paths(foreign)[0]
+    with pytest.raises(MERError) as error:
+        load_annotations(dataset, sheet, "7class")
+    message = str(error.value)
+    assert message.startswith(f"{sheet}: no clip name looks like a {title} clip")
+    assert f"found {found!r}" in message and "another database" in message and "\n" not in message
+
+
+def test_every_foreign_sheet_is_refused_and_every_own_sheet_read() -> None:
+    for dataset in SHEETS:
+        protocol = next(iter(PROTOCOLS[dataset]))
+        for owner in SHEETS:
+            sheet = sheet_paths(owner)[0]
+            if owner == dataset:
+                assert len(load_annotations(dataset, sheet, protocol).samples) > 0
+            else:
+                # SMIC's sheet has no AU column: the databases that need one say so first
+                with pytest.raises(MERError, match="is this the sheet of another database|no 'aus' column") as error:
+                    load_annotations(dataset, sheet, protocol)
+                assert str(error.value).startswith(str(sheet)) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("content", [b"Subject,Filename\n1,EP02_01f\n", b"", b"PK\x03\x04 zip without a workbook"])
+def test_an_xlsx_that_is_not_a_workbook_is_one_error(tmp_path: Path, content: bytes) -> None:
+    import zipfile
+    path = tmp_path / "CASME2-coding-20140508.xlsx"
+    if content.startswith(b"PK"):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "no workbook in here")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MERError) as error:
+        load_annotations("casme2", path, "cde")
+    message = str(error.value)
+    assert message == (f"{path}: not an Excel workbook (renamed or damaged?); open it in a spreadsheet app and save it "
+                       "as .xlsx, or export it as .csv")

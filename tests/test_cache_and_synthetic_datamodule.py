@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock, Timeout
 
 from datamodules import SyntheticDataModule
 from datamodules.cache import ClipCache, build_cache, settings_key
@@ -130,3 +134,90 @@ def test_items_and_protocols(synthetic):
     seven = SyntheticDataModule(**TINY_SYNTHETIC, cache_dir=str(synthetic.cache_dir), protocol="7class")
     assert seven.num_classes == 7 and seven.cache.directory == synthetic.cache.directory
     assert seven.table["label"].max() < 7
+
+
+# ---------------------------------------------------------------- many processes, one cache
+
+NANO_SYNTHETIC = {"n_subjects": 2, "clips_per_subject": 2, "image_size": 48, "num_frames": 4, "prepare_workers": 1}
+
+
+def prepare_nano_synthetic(cache_dir: str, barrier) -> None:
+    """One SLURM array task's start: wait for the other, then prepare the same cache."""
+    barrier.wait()
+    SyntheticDataModule(**NANO_SYNTHETIC, cache_dir=cache_dir).prepare_data()
+
+
+def cache_files(directory) -> dict[str, object]:
+    """Every file of a cache: arrays as arrays, the rest as text."""
+    return {p.name: np.load(p) if p.suffix == ".npy" else p.read_text() for p in sorted(directory.iterdir())}
+
+
+def test_two_processes_building_one_cache_end_with_one_valid_cache(tmp_path, capfd):
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    processes = [context.Process(target=prepare_nano_synthetic, args=(str(tmp_path / "shared"), barrier)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [process.exitcode for process in processes] == [0, 0]
+    err = capfd.readouterr().err
+    assert err.count("waiting for another process preparing") == 1, err  # the second waited, then reused
+    assert err.count("0/6 [") == 1, err  # one progress bar: the clips were prepared once
+    (built,) = [p for p in (tmp_path / "shared").iterdir() if p.is_dir()]
+    assert not list((tmp_path / "shared").glob("*.partial"))
+    single = SyntheticDataModule(**NANO_SYNTHETIC, cache_dir=str(tmp_path / "single"))
+    single.prepare_data()
+    assert single.cache.directory.name == built.name and ClipCache(built).problems() == []
+    shared, alone = cache_files(built), cache_files(single.cache.directory)
+    assert shared.keys() == alone.keys() >= {"meta.json", "index.csv", "frames.npy", "flow.npy"}
+    for name in shared:
+        assert np.array_equal(shared[name], alone[name]) if name.endswith(".npy") else shared[name] == alone[name], name
+
+
+def prepare_slowly(i: int, delay: float = 0.5):
+    time.sleep(delay)
+    return {"sample_id": f"x{i}"}, {"data": np.full(3, i, np.float32)}
+
+
+def build_slowly(directory: str) -> None:
+    build_cache(Path(directory), {"k": 1}, list(range(40)), prepare_slowly, workers=1)
+
+
+def test_a_killed_builder_leaves_no_stale_lock(tmp_path):
+    directory = tmp_path / "slow-abc"
+    process = multiprocessing.get_context("spawn").Process(target=build_slowly, args=(str(directory),))
+    process.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("slow-abc.partial/clips/*.npz")):
+        time.sleep(0.1)
+    lock = FileLock(tmp_path / "slow-abc.lock")
+    with pytest.raises(Timeout):
+        lock.acquire(timeout=0.5)  # held by the builder
+    process.kill()
+    process.join()
+    lock.acquire(timeout=5)  # freed by the OS with the killed process
+    lock.release()
+    done = len(list(tmp_path.glob("slow-abc.partial/clips/*.npz")))
+    assert 1 <= done < 40
+    cache = build_cache(directory, {"k": 1}, list(range(40)), partial(prepare_slowly, delay=0), workers=1)
+    assert cache.index["sample_id"].tolist() == [f"x{i}" for i in range(40)]  # resumed, complete
+
+
+def test_a_damaged_cache_is_named_by_check_inputs(tmp_path):
+    cache = build_cache(tmp_path / "squares-abc", {"k": 1}, list(range(4)), prepare_square, workers=1)
+    assert cache.problems() == []
+    data = cache.directory / "data.npy"
+    data.write_bytes(data.read_bytes()[:-8])
+    with pytest.raises(MERError, match=r"prepared cache .*squares-abc is damaged: data.npy unreadable .*; delete that folder"):
+        ClipCache(cache.directory).check()
+    data.unlink()
+    assert ClipCache(cache.directory).problems() == ["data.npy missing"]
+    synthetic = SyntheticDataModule(**NANO_SYNTHETIC, cache_dir=str(tmp_path / "synthetic"))
+    synthetic.check_inputs()  # nothing prepared yet: nothing to check
+    synthetic.prepare_data()
+    synthetic.check_inputs()
+    flow = synthetic.cache.directory / "flow.npy"
+    np.save(flow, np.load(flow)[:2])
+    with pytest.raises(MERError, match=r"flow.npy is float16\[2, 3, 2, 48, 48\], meta.json says float16\[6, 3, 2, 48, 48\]"):
+        SyntheticDataModule(**NANO_SYNTHETIC, cache_dir=str(tmp_path / "synthetic")).check_inputs()

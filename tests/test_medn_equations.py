@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.backbones import resnet18, resnet34
+from lightning_modules.backbones.vit import ViT
 from lightning_modules.medn import MEDNModel
 from lightning_modules.medn.cofm import CoFM, WeightedSumFusion
 from lightning_modules.medn.led import EulerianDynamics
@@ -16,6 +17,67 @@ from lightning_modules.medn.sevit import SEVit
 from losses import FocalLoss, au_bce_loss, focal_loss, orthogonal_components, orthogonal_loss
 
 LN3 = math.log(3.0)  # sigmoid(ln 3) = 0.75, sigmoid(-ln 3) = 0.25
+
+
+# ---------------------------------------------------------------- plain-math references
+# Expectations below are computed from the modules' raw weight tensors with plain tensor math,
+# never by calling the modules' own layers.
+def _randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """float64, eval mode, every parameter (biases, LayerNorm affine too) drawn N(0, 0.5^2)."""
+    g = torch.Generator().manual_seed(seed)
+    module = module.double().eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return x @ weight.T + bias
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def _layer_norm(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d)) V over the last two axes."""
+    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1) @ v
+
+
+def _mha(query: torch.Tensor, keys: torch.Tensor, mha: torch.nn.MultiheadAttention) -> torch.Tensor:
+    """Multi-head attention (B, Lq, D) x (B, Lk, D) from in_proj / out_proj weights."""
+    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+    heads = mha.num_heads
+
+    def split(x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, heads, L, D/heads)
+        return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+    q, k, v = split(_linear(query, w_q, b_q)), split(_linear(keys, w_k, b_k)), split(_linear(keys, w_v, b_v))
+    merged = _attention(q, k, v).transpose(1, 2).flatten(2)
+    return _linear(merged, mha.out_proj.weight, mha.out_proj.bias)
+
+
+def _block(x: torch.Tensor, block: torch.nn.Module) -> torch.Tensor:
+    """Pre-norm transformer block: x + MHSA(LN1 x); x + W2 GELU(W1 LN2 x)."""
+    h = _layer_norm(x, block.norm1)
+    x = x + _mha(h, h, block.attn)
+    fc1, fc2 = block.mlp[0], block.mlp[3]
+    return x + _linear(_gelu(_linear(_layer_norm(x, block.norm2), fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+
+
+def _patches(images: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
+    """Non-overlapping patch projection (N, C, H, W) -> (N, H/p, W/p, D) as one matmul."""
+    n, c, height, width = images.shape
+    p = conv.kernel_size[0]
+    x = images.view(n, c, height // p, p, width // p, p).permute(0, 2, 4, 1, 3, 5).flatten(3)
+    return _linear(x, conv.weight.flatten(1), conv.bias)
 
 
 # ---------------------------------------------------------------- eq. 1: AU loss
@@ -76,15 +138,31 @@ def test_eq2_invalid_rates_and_patch_sizes_raise():
         SEVit(image_size=144, patch_size=17, sparse_rates=(1,))
 
 
+def _sevit_rate_feature(model: SEVit, flow: torch.Tensor, stage: int, rate: int) -> torch.Tensor:
+    """F_k of eqs. 2-3 by hand: token grid, then for each of the rate^2 regions (sliced out
+    explicitly, all time steps) the stage's blocks; final LayerNorm, mean over all tokens."""
+    b, t = flow.shape[:2]
+    grid = _patches(flow.flatten(0, 1), model.patch_embed.proj).unflatten(0, (b, t))
+    grid = grid + model.spatial_pos + model.temporal_pos  # (B, T, h, w, D)
+    side = grid.shape[2] // rate
+    outputs = []
+    for i in range(rate):
+        for j in range(rate):
+            x = grid[:, :, i * side : (i + 1) * side, j * side : (j + 1) * side].reshape(b, -1, grid.shape[-1])
+            for block in model.stages[stage].blocks:
+                x = _block(x, block)
+            outputs.append(_layer_norm(x, model.stages[stage].norm))
+    return torch.cat(outputs, dim=1).mean(dim=1)
+
+
 def test_eq4_gamma_weighted_sum_of_rate_features():
-    model = _tiny_sevit((1, 2))
-    assert torch.allclose(model.gamma, torch.tensor([0.5, 0.5]))
+    assert torch.allclose(_tiny_sevit((1, 2)).gamma, torch.tensor([0.5, 0.5]))  # 1/K at init
+    model = _randomise(_tiny_sevit((2, 1)))
+    flow = torch.randn(2, 3, 2, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         model.gamma.copy_(torch.tensor([0.3, 0.7]))
-        flow = torch.randn(2, 3, 2, 8, 8)
-        grid = model.embed(flow)
-        f1, f2 = model.stages[0](grid), model.stages[1](grid)
-        assert torch.allclose(model(flow), 0.3 * f1 + 0.7 * f2, atol=1e-6)
+        expected = 0.3 * _sevit_rate_feature(model, flow, 0, 2) + 0.7 * _sevit_rate_feature(model, flow, 1, 1)
+        assert torch.allclose(model(flow), expected, atol=1e-10)
 
 
 # ---------------------------------------------------------------- eqs. 5-8: orthogonal loss
@@ -120,16 +198,31 @@ def test_eq11_collaborative_attention_hand_example():
     assert torch.allclose(col, expected, atol=1e-5)
 
 
-def test_eq14_weights_normalised_and_fusion_recomputed():
-    torch.manual_seed(0)
-    cofm = CoFM(dim=8, num_heads=2)
-    out = cofm(torch.randn(5, 8), torch.randn(5, 8))
-    assert out.w_m.shape == (5, 1)
-    assert torch.allclose(out.w_m + out.w_e, torch.ones(5, 1), atol=1e-6)
-    assert ((out.w_m > 0) & (out.w_m < 1)).all() and out.w_m.std() > 0  # per sample
-    s_m, s_e = torch.sigmoid(cofm.gate_m(out.f_m)), torch.sigmoid(cofm.gate_e(out.f_e))
-    assert torch.allclose(out.w_m, s_m / (s_m + s_e), atol=1e-6)
-    assert torch.allclose(out.fused, out.w_m * out.f_m + out.w_e * out.f_e, atol=1e-6)
+def test_eqs9to14_cofm_against_plain_math():
+    cofm = _randomise(CoFM(dim=8, num_heads=2))
+    g = torch.Generator().manual_seed(1)
+    f_m, f_e = (torch.randn(5, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        out = cofm(f_m, f_e)
+    # eqs. 9-11: tokens [F_m_perp, F_e_perp], one shared Q/K/V projection, single-head attention
+    q, k, v = _linear(torch.stack([f_m, f_e], dim=1), cofm.qkv.weight, cofm.qkv.bias).chunk(3, dim=-1)
+    col = _attention(q, k, v)
+    # F'_m: query from F_m_perp, keys/values from both collaborative tokens (own weights per branch)
+    f_m_new = _mha(f_m[:, None], col, cofm.attn_m)[:, 0]
+    f_e_new = _mha(f_e[:, None], col, cofm.attn_e)[:, 0]
+    assert torch.allclose(out.f_m, f_m_new, atol=1e-10)
+    assert torch.allclose(out.f_e, f_e_new, atol=1e-10)
+    assert not torch.allclose(f_m_new, _mha(f_e[:, None], col, cofm.attn_m)[:, 0], atol=1e-3)
+
+    def gate(x: torch.Tensor, layers: torch.nn.Sequential) -> torch.Tensor:  # eqs. 12-13
+        hidden = _gelu(_linear(x, layers[0].weight, layers[0].bias))
+        return torch.sigmoid(_linear(hidden, layers[2].weight, layers[2].bias))
+
+    s_m, s_e = gate(f_m_new, cofm.gate_m), gate(f_e_new, cofm.gate_e)
+    w_m, w_e = s_m / (s_m + s_e), s_e / (s_m + s_e)  # normalised so w_m + w_e = 1
+    assert out.w_m.shape == (5, 1) and out.w_m.std() > 0  # one weight per sample
+    assert torch.allclose(out.w_m, w_m, atol=1e-10) and torch.allclose(out.w_e, w_e, atol=1e-10)
+    assert torch.allclose(out.fused, w_m * f_m_new + w_e * f_e_new, atol=1e-10)  # eq. 14
 
 
 def test_weighted_sum_fusion():
@@ -185,14 +278,46 @@ def test_resnet_shapes(size: int):
         assert build(in_channels=2, num_features=16)(torch.randn(2, 2, size, size)).shape == (2, 16)
 
 
-def _tiny_medn(backbone: str) -> MEDNModel:
-    return MEDNModel(
-        num_classes=3, num_aus=5, motion_backbone=backbone, image_size=32, patch_size=8,
-        embed_dim=16, num_heads=2, sparse_rates=(1, 2, 4),
+def _vit_reference(vit: ViT, images: torch.Tensor) -> torch.Tensor:
+    """[CLS] + patch tokens + position embeddings, blocks, LayerNorm on [CLS], Linear."""
+    tokens = _patches(images, vit.patch_embed.proj).flatten(1, 2)
+    tokens = torch.cat([vit.cls_token.expand(len(images), -1, -1), tokens], dim=1) + vit.pos_embed
+    for block in vit.blocks:
+        tokens = _block(tokens, block)
+    return _linear(_layer_norm(tokens[:, 0], vit.norm), vit.head.weight, vit.head.bias)
+
+
+def test_vit_against_plain_math_and_resizes_other_input_sizes():
+    vit = _randomise(ViT(in_channels=2, num_features=5, image_size=16, patch_size=8, width=8, depth=2, num_heads=2))
+    assert len(vit.blocks) == 2 and vit.blocks[0].attn.num_heads == 2
+    images = torch.randn(3, 2, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(vit(images), _vit_reference(vit, images), atol=1e-10)
+        small = torch.randn(3, 2, 12, 12, dtype=torch.float64)  # our choice: bilinear resize to 16
+        resized = F.interpolate(small, size=(16, 16), mode="bilinear")
+        assert torch.allclose(vit(small), _vit_reference(vit, resized), atol=1e-10)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        ViT(image_size=20, patch_size=16)
+
+
+def test_vit_b16_input_side_is_image_size_rounded_up_to_the_patch():
+    model = MEDNModel(
+        3, 0, "vit_b16", image_size=72, patch_size=18, embed_dim=8, num_heads=2, sparse_rates=(1,),
+        vit_patch_size=16, vit_width=8, vit_depth=1, vit_heads=2,
     )  # fmt: skip
+    assert model.motion.pos_embed.shape == (1, 1 + 5 * 5, 8)  # 72 px -> 80 px = 5 x 5 patches
+    assert model(torch.randn(2, 7, 2, 72, 72), apex_flow=torch.randn(2, 2, 72, 72))["f_m"].shape == (2, 8)
 
 
-@pytest.mark.parametrize("backbone", ["led", "resnet18", "resnet34"])
+TINY_VIT = {"vit_patch_size": 8, "vit_width": 16, "vit_depth": 2, "vit_heads": 2}
+
+
+def _tiny_medn(backbone: str, **overrides: object) -> MEDNModel:
+    kwargs = dict(image_size=32, patch_size=8, embed_dim=16, num_heads=2, sparse_rates=(1, 2, 4), **TINY_VIT)
+    return MEDNModel(num_classes=3, num_aus=5, motion_backbone=backbone, **{**kwargs, **overrides})
+
+
+@pytest.mark.parametrize("backbone", ["led", "resnet18", "resnet34", "vit_b16"])
 def test_gradients_reach_both_branches(backbone: str):
     torch.manual_seed(0)
     model = _tiny_medn(backbone)
@@ -212,15 +337,56 @@ def test_gradients_reach_both_branches(backbone: str):
     assert {id(p) for p in model.sevit.parameters()} < other
 
 
-@pytest.mark.parametrize(("backbone", "missing"), [("led", "frames"), ("resnet18", "apex_flow")])
+def test_tiny_vit_motion_backbone_trains_one_step():
+    torch.manual_seed(0)
+    model = _tiny_medn("vit_b16")
+    vit = model.motion
+    assert isinstance(vit, ViT) and len(vit.blocks) == 2 and vit.cls_token.shape[-1] == 16
+    assert vit.patch_embed.proj.kernel_size == (8, 8) and vit.blocks[0].attn.num_heads == 2
+    before = {name: p.detach().clone() for name, p in vit.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    apex = torch.randn(4, 2, 32, 32)
+    out = model(torch.randn(4, 7, 2, 32, 32), apex_flow=apex)
+    loss = focal_loss(out["logits"], torch.tensor([0, 1, 2, 0])) + au_bce_loss(out["au_logits"], torch.ones(4, 5))
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(before[name], p) for name, p in vit.named_parameters())
+    with torch.no_grad():
+        assert not torch.allclose(model(torch.zeros(1, 7, 2, 32, 32), apex_flow=apex[:1])["f_m"], out["f_m"][:1])
+
+
+@pytest.mark.parametrize(
+    ("backbone", "missing"), [("led", "frames"), ("resnet18", "apex_flow"), ("vit_b16", "apex_flow")]
+)
 def test_missing_motion_input_raises(backbone: str, missing: str):
     with pytest.raises(ValueError, match=missing):
         _tiny_medn(backbone)(torch.randn(2, 7, 2, 32, 32))
 
 
-def test_ablation_configurations_build_and_run():
-    base = dict(motion_backbone="resnet18", image_size=32, patch_size=8, embed_dim=16, num_heads=2)
-    for kwargs in ({"sparse_rates": (1,)}, {"sparse_rates": (4,)}, {"fusion": "weighted_sum"}):
-        model = MEDNModel(3, 5, **{"sparse_rates": (1, 2, 4), **base, **kwargs}).eval()
+@pytest.mark.parametrize(
+    ("switch", "rates", "fusion"),
+    [
+        ({"sparse_rates": (1,)}, [1], CoFM),
+        ({"sparse_rates": (4,)}, [4], CoFM),
+        ({"fusion": "weighted_sum"}, [1, 2, 4], WeightedSumFusion),
+    ],
+    ids=["plain ViT (V No.1)", "single rate (V No.2)", "weighted sum (V No.3)"],
+)
+def test_ablation_switches_change_the_graph(switch: dict, rates: list[int], fusion: type):
+    torch.manual_seed(0)
+    model = _tiny_medn("vit_b16", **switch).eval()
+    assert [stage.rate for stage in model.sevit.stages] == rates
+    assert type(model.fusion) is fusion
+    has_cofm_weights = any(name.startswith("fusion.attn_") for name, _ in model.named_parameters())
+    assert has_cofm_weights == (fusion is CoFM)
+    with torch.no_grad():
+        if fusion is WeightedSumFusion:
+            model.fusion.logits.copy_(torch.tensor([0.3, -0.9]))  # unequal branch weights
         out = model(torch.randn(2, 7, 2, 32, 32), apex_flow=torch.randn(2, 2, 32, 32))
-        assert out["logits"].shape == (2, 3) and out["au_logits"].shape == (2, 5)
+    assert out["logits"].shape == (2, 3) and out["au_logits"].shape == (2, 5)
+    if fusion is WeightedSumFusion:  # logits = W (a F_m_perp + (1 - a) F_e_perp) + b, a = softmax(l)_0
+        a = torch.softmax(model.fusion.logits, 0)[0]
+        fused = a * out["f_m_perp"] + (1 - a) * out["f_e_perp"]
+        head = model.classifier[1]
+        assert torch.allclose(out["logits"], _linear(fused, head.weight, head.bias), atol=1e-6)

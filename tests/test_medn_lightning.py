@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from lightning_modules import MEDN
+from lightning_modules.backbones.resnet import BasicBlock, ResNet
+from lightning_modules.backbones.vit import ViT
 from losses import au_bce_loss, focal_loss, orthogonal_loss
 
 SMALL = {"image_size": 72, "patch_size": 18, "embed_dim": 16, "num_heads": 2, "num_aus": 5, "sparse_rates": [1, 2, 4]}
@@ -25,30 +27,73 @@ def batch(b: int = 4, t: int = 8, size: int = 72, aus: int = 5) -> dict[str, tor
     }
 
 
-# Table V rows No.1-4, Table VI rates, Table VII backbones: all reachable as init args.
+def built_graph(module: MEDN) -> dict[str, object]:
+    """What the ablation switches must change, read off the built modules."""
+    model = module.model
+    motion = model.motion
+    if isinstance(motion, ViT):  # patch, width, depth, heads
+        conv = motion.patch_embed.proj
+        kind = ("ViT", conv.kernel_size[0], conv.out_channels, len(motion.blocks), motion.blocks[0].attn.num_heads)
+    elif isinstance(motion, ResNet):  # 2 convs per BasicBlock + stem + fc
+        kind = ("ResNet", 2 * sum(isinstance(m, BasicBlock) for m in motion.modules()) + 2)
+    else:
+        kind = (type(motion).__name__,)
+    return {
+        "motion": kind,
+        "rates": [stage.rate for stage in model.sevit.stages],
+        "fusion": type(model.fusion).__name__,
+        "cofm_weights": any(name.startswith("model.fusion.attn_") for name, _ in module.named_parameters()),
+    }
+
+
+FULL = {"motion": ("LEDMotionEncoder",), "rates": [1, 2, 4], "fusion": "CoFM", "cofm_weights": True}
+
+# Table V rows No.1-4, Table VI rates, Table VII backbones: init args -> how the graph must differ
+# from the full model. "no orthogonal loss" leaves the graph alone; its loss is checked below.
 ABLATIONS = {
-    "full (V No.5)": {},
-    "plain ViT (V No.1)": {"sparse_rates": [1]},
-    "single rate s=4 (V No.2)": {"sparse_rates": [4]},
-    "weighted sum, no CoFM (V No.3)": {"fusion": "weighted_sum"},
-    "no orthogonal loss (V No.4)": {"lambda_orth": 0.0},
-    "rates [1,2,4] (VI)": {"sparse_rates": [1, 2, 4]},
-    "rates [1,1,2,2,4,4] (VI)": {"sparse_rates": [1, 1, 2, 2, 4, 4]},
-    "ResNet-18 (VII)": {"motion_backbone": "resnet18"},
-    "ResNet-34 (VII)": {"motion_backbone": "resnet34"},
+    "full (V No.5)": ({}, {}),
+    "plain ViT (V No.1)": ({"sparse_rates": [1]}, {"rates": [1]}),
+    "single rate s=4 (V No.2)": ({"sparse_rates": [4]}, {"rates": [4]}),
+    "weighted sum, no CoFM (V No.3)": (
+        {"fusion": "weighted_sum"}, {"fusion": "WeightedSumFusion", "cofm_weights": False}
+    ),
+    "no orthogonal loss (V No.4)": ({"lambda_orth": 0.0}, {}),
+    "rates [1,2,4] (VI)": ({"sparse_rates": [1, 2, 4]}, {}),
+    "rates [1,1,2,2,4,4] (VI)": ({"sparse_rates": [1, 1, 2, 2, 4, 4]}, {"rates": [1, 1, 2, 2, 4, 4]}),
+    "ResNet-18 (VII)": ({"motion_backbone": "resnet18"}, {"motion": ("ResNet", 18)}),
+    "ResNet-34 (VII)": ({"motion_backbone": "resnet34"}, {"motion": ("ResNet", 34)}),
+    # the real ViT-B/16 (85 M parameters, a few seconds); a tiny one trains in test_medn_equations
+    "ViT-B/16 (VII)": ({"motion_backbone": "vit_b16"}, {"motion": ("ViT", 16, 768, 12, 12)}),
 }
 
 
-@pytest.mark.parametrize("overrides", ABLATIONS.values(), ids=ABLATIONS.keys())
-def test_every_ablation_row_trains(overrides):
+@pytest.mark.parametrize(("overrides", "differences"), ABLATIONS.values(), ids=ABLATIONS.keys())
+def test_every_ablation_row_trains(overrides, differences):
     torch.manual_seed(0)
     module = MEDN(**{**SMALL, **overrides})
+    assert built_graph(module) == {**FULL, **differences}
     loss = module.training_step(batch(), 0)
     assert torch.isfinite(loss)
     loss.backward()
     motion = list(module.model.motion_parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in motion)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.sevit.parameters())
+
+
+def test_lambda_orth_scales_exactly_the_orthogonal_term():
+    """Table V No.4: L(λ_orth) - L(0) = λ_orth · D · mean_b <F_m_perp, F_e_perp>^2 (eq. 8 by hand)."""
+    b = batch()
+    losses = {}
+    for lam in (0.0, 1.0, 2.5):
+        torch.manual_seed(0)  # same weights for every λ; dropout off so the outputs are equal
+        module = MEDN(**SMALL, dropout=0.0, lambda_orth=lam)
+        losses[lam] = module.training_step(b, 0).item()
+    out = module(b)
+    m, e = out["f_m_perp"].detach(), out["f_e_perp"].detach()
+    orth = (m.shape[1] * (m * e).sum(dim=1) ** 2).mean().item()
+    assert orth > 1e-4
+    assert losses[1.0] - losses[0.0] == pytest.approx(orth, rel=1e-4, abs=1e-7)
+    assert losses[2.5] - losses[0.0] == pytest.approx(2.5 * orth, rel=1e-4, abs=1e-7)
 
 
 def test_total_loss_is_eq_16():

@@ -47,17 +47,21 @@ def test_inner_validation_uses_training_subjects_only(cde):
     val = set(subjects[split["val"]])
     assert len(val) == 3 and cde.subjects[5] not in val
     assert not val & set(subjects[split["train"]])
-    cde.val_subjects = 0
+    cde.fold, cde.val_subjects = 0, 0
 
 
 def test_fold_by_subject_id_and_out_of_range(cde):
-    cde.fold = "samm_006"
+    cde.test_subject = "samm_006"
     assert set(cde.table["subject"].to_numpy()[cde.split()["test"]]) == {"samm_006"}
+    cde.test_subject = "nobody"
+    with pytest.raises(MERError, match="test_subject 'nobody' is not a subject"):
+        cde.split()
+    cde.test_subject = None
     cde.fold = 68
     with pytest.raises(MERError, match="out of range.*0..67"):
         cde.split()
-    cde.fold = "nobody"
-    with pytest.raises(MERError, match="not a subject"):
+    cde.fold = "samm_006"
+    with pytest.raises(MERError, match="not a fold index: use 0..67, or test_subject"):
         cde.split()
     cde.fold = 0
 
@@ -78,16 +82,6 @@ def copy_of_cde(cde_root, tmp_path):
     shutil.copy(cde_root / "labels.csv", tmp_path / "labels.csv")
     shutil.copytree(cde_root / "flow", tmp_path / "flow")
     return tmp_path
-
-
-def test_missing_and_empty_images_are_named(copy_of_cde):
-    victim = sorted((copy_of_cde / "flow").iterdir())[3]
-    victim.write_bytes(b"")
-    with pytest.raises(MERError, match=f"unreadable or empty image: .*{victim.name}"):
-        MEGC2019CompositeDataModule(root=str(copy_of_cde)).images
-    victim.unlink()
-    with pytest.raises(MERError, match=f"flow image missing: .*{victim.name}"):
-        MEGC2019CompositeDataModule(root=str(copy_of_cde)).images
 
 
 def test_unknown_classes_and_missing_columns_are_named(copy_of_cde):

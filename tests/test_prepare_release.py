@@ -99,12 +99,26 @@ def test_prepared_clips_feed_loso_folds(replicas: dict[str, Replica], tmp_path: 
     dm = datamodule(replicas["casme2"], "casme2", tmp_path, composite_apex=True)
     dm.prepare_data()
     dm.setup("fit")
-    test_subject = dm.fold_subject()
-    assert set(dm.table.iloc[dm.split()["test"]]["subject"]) == {test_subject}
+    assert set(dm.table.iloc[dm.split()["test"]]["subject"]) == set(dm.test_subjects) == {dm.subjects[0]}
     batch = next(iter(dm.train_dataloader()))
     assert batch["flow"].shape[1:] == (3, 2, 96, 96) and batch["frames"].shape[1:] == (4, 3, 96, 96)
     assert batch["apex_flow"].shape[1:] == (3, 28, 28) and float(batch["apex_flow"].max()) == 255.0
     assert dm.num_classes == 5 and batch["au"].shape[1] == dm.num_aus
+
+
+def test_check_inputs_lists_every_unusable_clip_before_any_work(tmp_path: Path) -> None:
+    replica = write_replica("casme2", tmp_path / "release", breaks=("missing clip", "missing frame"))
+    sources = datamodule(replica, "casme2", tmp_path / "cache").release_report.sources
+    empty = Path(sources[0].frames[max(sources[0].frames)])
+    empty.write_bytes(b"")
+    with pytest.raises(MERError) as error:
+        datamodule(replica, "casme2", tmp_path / "cache", on_error="fail").check_inputs()
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("3 casme2 clip(s) cannot be read: ")
+    assert all(sample_id in message for sample_id in replica.broken)
+    assert f"{sources[0].sample_id}: frame file(s) {empty.name} empty (0 bytes)" in message
+    datamodule(replica, "casme2", tmp_path / "cache", on_error="skip").check_inputs()  # the rest is usable
+    assert not (tmp_path / "cache").exists(), "checking creates nothing"
 
 
 def test_no_face_fails_by_policy(tmp_path: Path) -> None:
@@ -169,6 +183,11 @@ def test_prepare_errors_are_one_line(replicas: dict[str, Replica], tmp_path: Pat
     assert len(lines) == 1 and message in lines[0], err
 
 
+def finished_caches(root: Path) -> list[Path]:
+    """Cache directories under `root`, without partial builds and lock files."""
+    return [p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".partial")]
+
+
 def test_kill_then_rerun_gives_the_identical_cache(tmp_path: Path) -> None:
     replica = write_replica("casme2", tmp_path / "release", n_subjects=3, clips_per_subject=4, breaks=())
     killed, clean = tmp_path / "killed", tmp_path / "clean"
@@ -183,12 +202,12 @@ def test_kill_then_rerun_gives_the_identical_cache(tmp_path: Path) -> None:
     process.wait()
     done_before = len(list(killed.glob("*.partial/clips/*.npz")))
     assert 3 <= done_before < replica.n_rows, "the kill should land mid-way"
-    assert not [p for p in killed.iterdir() if not p.name.endswith(".partial")], "no finished cache after a kill"
+    assert not finished_caches(killed), "no finished cache after a kill"
     for cache_dir in (killed, clean):
         config = write_config(tmp_path / f"{cache_dir.name}.yaml", replica, "casme2", cache_dir)
         result = subprocess.run(command + ["--config", str(config)], env=env, capture_output=True, text=True, timeout=400)
         assert result.returncode == 0, result.stderr[-2000:]
-    (a,), (b,) = [[p for p in d.iterdir() if not p.name.endswith(".partial")] for d in (killed, clean)]
+    (a,), (b,) = [finished_caches(d) for d in (killed, clean)]  # the kill left no stale lock: the rerun finished
     assert a.name == b.name
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
     for name in ("frames", "flow", "apex_image", "au"):
@@ -269,7 +288,7 @@ def test_a_real_smile_through_mer_prepare(tmp_path: Path, capsys: pytest.Capture
     code, _, err = run_mer(["prepare", "--config", str(config), "--workers", "1", "--num-frames", "8", "--size", "144",
                             "--per-frame-alignment"], capsys)
     assert code == 0, err
-    (cache_dir,) = (tmp_path / "cache").iterdir()
+    (cache_dir,) = finished_caches(tmp_path / "cache")
     flow = np.load(cache_dir / "flow.npy")[0].astype(np.float32)
     mouth = np.sqrt((flow ** 2).sum(axis=1))[:, 80:130, 30:114].mean(axis=(1, 2))
     assert pd.read_csv(cache_dir / "index.csv").loc[0, "apex_pos"] == 2  # sampled frames 5, 14.6, 24.1, ...

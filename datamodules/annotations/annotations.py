@@ -24,7 +24,7 @@ from .action_units import au_vocabulary, multi_hot
 from .database import Database
 from .databases import DATABASES
 from .rows import Record, RowIssue, read_row
-from .sheet import FIELD_ALIASES, read_sheet
+from .sheet import FIELD_ALIASES, cell_text, read_sheet
 
 COLUMNS = ("sample_id", "dataset", "subject", "subject_number", "clip", "onset", "apex", "offset", "emotion", "emotion_raw",
            "label", "label_name", "aus", "sheet", "sheet_row")
@@ -124,7 +124,9 @@ def _read_records(database: Database, paths: list[Path], fold_side: bool,
     first_seen: dict[str, tuple[str, int]] = {}
     for path in paths:
         sheet = read_sheet(path, FIELD_ALIASES["subject"])
-        for row, cells in sheet.rows(sheet.column_positions(wanted, set(required) - {"apex"})):
+        positions = sheet.column_positions(wanted, set(required) - {"apex"})
+        _check_clip_names(database, path, [cell_text(cells["clip"]) for _, cells in sheet.rows(positions)])
+        for row, cells in sheet.rows(positions):
             result = read_row(database, cells, path.name, row, fold_side, fold_intensity)
             if isinstance(result, RowIssue):
                 issues.append(result)
@@ -140,13 +142,13 @@ def _read_records(database: Database, paths: list[Path], fold_side: bool,
                 result.fields["sample_id"] = sample_id = unique_id
             first_seen[sample_id] = (path.name, row)
             records.append(result)
-        _check_clip_names(database, path, records)
     return records, issues
 
 
-def _check_clip_names(database: Database, path: Path, records: list[Record]) -> None:
-    """A sheet none of whose clip names looks like the database's is another database's sheet."""
-    names = [record.fields["clip"] for record in records if record.fields["sheet"] == path.name]
+def _check_clip_names(database: Database, path: Path, names: list[str]) -> None:
+    """A sheet none of whose clip names (every row's, usable or not) looks like the database's is
+    another database's sheet: one error, not a sheet of unusable rows."""
+    names = [name.lower() if database.lowercase_clip else name for name in names if name]
     if names and not any(re.fullmatch(database.clip_names, name) for name in names):
         raise MERError(f"{path}: no clip name looks like a {database.title} clip (e.g. {database.clip_example!r}; "
                        f"found {names[0]!r}, ...): is this the sheet of another database?")

@@ -99,8 +99,15 @@ def _raw_tables(path: Path) -> list[pd.DataFrame]:
         return [_read_csv(path)]
     try:
         sheets = pd.read_excel(path, sheet_name=None, header=None, dtype=object)
-    except (ValueError, ImportError, OSError, zipfile.BadZipFile) as err:
-        raise MERError(f"{path}: not a readable spreadsheet ({err}); save it as .xlsx or .csv") from err
+    except ImportError as err:  # an old .xls needs an engine that is not installed
+        raise MERError(f"{path}: this workbook format needs a package that is not installed ({err}); "
+                       "save it as .xlsx or .csv") from err
+    except OSError as err:
+        raise MERError(f"{path}: cannot be read ({err.strerror or err})") from err
+    except (ValueError, KeyError, zipfile.BadZipFile) as err:
+        # a renamed text file: ValueError (format unknown); a zip without a workbook inside: KeyError
+        raise MERError(f"{path}: not an Excel workbook (renamed or damaged?); open it in a spreadsheet app and "
+                       "save it as .xlsx, or export it as .csv") from err
     return [sheet.reset_index(drop=True) for sheet in sheets.values()]
 
 

@@ -27,19 +27,23 @@ class CompositeReleaseDataModule(LOSODataModule):
     Args:
         sources: one ReleaseDataModule per database (e.g. CASME2DataModule, SAMMDataModule,
             SMICDataModule, each with protocol 'cde'); their fold/batch arguments are ignored.
-        fold, val_subjects, batch_size, num_workers, split_seed: see LOSODataModule.
+        fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
+            LOSODataModule.
     """
 
     def __init__(
         self,
         sources: list[ReleaseDataModule],
-        fold: int | str = 0,
+        fold: int = 0,
+        test_subject: str | None = None,
+        k_folds: int | None = None,
         val_subjects: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
-        super().__init__(fold, val_subjects, batch_size, num_workers, split_seed)
+        super().__init__(fold=fold, test_subject=test_subject, k_folds=k_folds, val_subjects=val_subjects,
+                         batch_size=batch_size, num_workers=num_workers, split_seed=split_seed)
         if not sources:
             raise MERError("a composite needs at least one source release")
         names = {source.class_names for source in sources}
@@ -50,6 +54,17 @@ class CompositeReleaseDataModule(LOSODataModule):
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.sources[0].class_names
+
+    def check_inputs(self) -> None:
+        """Every source's inputs; one error naming the problems of all sources."""
+        problems = []
+        for source in self.sources:
+            try:
+                source.check_inputs()
+            except MERError as err:
+                problems.append(f"{source.dataset}: {err}")
+        if problems:
+            raise MERError(" | ".join(problems))
 
     def prepare_data(self) -> None:
         for source in self.sources:

@@ -54,7 +54,8 @@ class ReleaseDataModule(LOSODataModule):
         with_frames: also load RGB frames (needed by the LED motion branch).
         composite_apex: feed the onset→apex u/v/strain image (apex_image_size², 0-255) as the
             model's 'apex_flow' (STSTNet on the composite protocol) instead of the sequence's apex flow.
-        fold, val_subjects, batch_size, num_workers, split_seed: see LOSODataModule.
+        fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
+            LOSODataModule.
     """
 
     def __init__(
@@ -79,13 +80,16 @@ class ReleaseDataModule(LOSODataModule):
         prepare_workers: int | None = None,
         with_frames: bool = True,
         composite_apex: bool = False,
-        fold: int | str = 0,
+        fold: int = 0,
+        test_subject: str | None = None,
+        k_folds: int | None = None,
         val_subjects: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
-        super().__init__(fold, val_subjects, batch_size, num_workers, split_seed)
+        super().__init__(fold=fold, test_subject=test_subject, k_folds=k_folds, val_subjects=val_subjects,
+                         batch_size=batch_size, num_workers=num_workers, split_seed=split_seed)
         if dataset not in DATASETS:
             raise MERError(f"unknown dataset '{dataset}'; choose one of {list(DATASETS)}")
         self.dataset = dataset
@@ -148,19 +152,30 @@ class ReleaseDataModule(LOSODataModule):
     def cache_location(self) -> Path:
         return ClipCache.location(self.cache_dir, f"{self.dataset}-{self.protocol}", self.cache_settings())
 
+    def check_inputs(self) -> None:
+        """A prepared cache: its array headers. Otherwise the release check (directory listings and
+        file sizes, no decoding): under on_error 'fail' every unusable clip, under 'skip' only when no
+        clip is usable (the others are left out and listed in the manifest)."""
+        if ClipCache.is_complete(self.cache_location):
+            ClipCache(self.cache_location).check()
+            return
+        report = self.release_report
+        if report.problems and self.on_error == "fail":
+            raise MERError(f"{len(report.problems)} {self.dataset} clip(s) cannot be read: {'; '.join(report.problems)} "
+                           "(or set on_error 'skip' to leave them out)")
+        if not report.sources:
+            raise MERError(f"no usable clip under {self.root}: {report.problems[0] if report.problems else 'no samples'}")
+
     @cached_property
     def cache(self) -> ClipCache:
         directory = self.cache_location
         if ClipCache.is_complete(directory):
             return ClipCache(directory)
-        report = self.release_report
-        if report.problems and self.on_error == "fail":
-            raise MERError(f"{len(report.problems)} clip(s) cannot be read, e.g. {report.problems[0]} (or set on_error 'skip')")
-        if not report.sources:
-            raise MERError(f"no usable clip under {self.root}: {report.problems[0] if report.problems else 'no samples'}")
+        self.check_inputs()
         return build_cache(
-            directory, self.cache_settings(), report.sources, ReleaseClipPreparer(self.settings), self.prepare_workers,
-            desc=f"{self.dataset}: face + TV-L1", on_error=self.on_error, extra_files=self.write_extra_files,
+            directory, self.cache_settings(), self.release_report.sources, ReleaseClipPreparer(self.settings),
+            self.prepare_workers, desc=f"{self.dataset}: face + TV-L1", on_error=self.on_error,
+            extra_files=self.write_extra_files,
         )
 
     def write_extra_files(self, directory: Path) -> None:

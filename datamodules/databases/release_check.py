@@ -1,7 +1,7 @@
 """Check a release on disk against its annotations before any long work.
 
 For every annotated sample: is its clip folder there, do its onset/apex/offset frames fall inside
-the frames found, and are the frames that sampling needs present. The report lists each problem
+the frames found, and are the frames that sampling needs present and not empty (0 bytes). The report lists each problem
 with the sample and what to do; usable samples go on to preparation with their frame paths.
 """
 
@@ -127,6 +127,10 @@ def check_release(samples: pd.DataFrame, layout: FrameLayout, num_frames: int, i
         absent = [f for f in needed if f not in found]
         if absent:
             report.frame_problems.append(f"{name}: frame(s) {absent[:5]}{'...' if len(absent) > 5 else ''} missing in {directory}")
+            continue
+        empty = [found[f].name for f in needed if found[f].stat().st_size == 0]
+        if empty:
+            report.frame_problems.append(f"{name}: frame file(s) {', '.join(empty)} empty (0 bytes) in {directory}")
             continue
         report.sources.append(ClipSource(name, row, {f: str(found[f]) for f in needed}, tuple(positions.tolist())))
     return report

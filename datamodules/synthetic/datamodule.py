@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from functools import cached_property, partial
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -62,7 +63,8 @@ class SyntheticDataModule(LOSODataModule):
         prepare_workers: processes computing TV-L1 flow when the cache is built.
         tvl1: TV-L1 settings (OpenCV's defaults unless set; part of the cache key).
         with_frames: also load RGB frames (needed by the LED motion branch).
-        fold, val_subjects, batch_size, num_workers, split_seed: see LOSODataModule.
+        fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
+            LOSODataModule.
     """
 
     def __init__(
@@ -78,13 +80,16 @@ class SyntheticDataModule(LOSODataModule):
         prepare_workers: int = 2,
         tvl1: TVL1Settings = TVL1Settings(),
         with_frames: bool = True,
-        fold: int | str = 0,
+        fold: int = 0,
+        test_subject: str | None = None,
+        k_folds: int | None = None,
         val_subjects: int = 0,
         batch_size: int = 8,
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
-        super().__init__(fold, val_subjects, batch_size, num_workers, split_seed)
+        super().__init__(fold=fold, test_subject=test_subject, k_folds=k_folds, val_subjects=val_subjects,
+                         batch_size=batch_size, num_workers=num_workers, split_seed=split_seed)
         if protocol not in PROTOCOLS:
             raise MERError(f"unknown protocol '{protocol}'; choose one of {sorted(PROTOCOLS)}")
         self.protocol = protocol
@@ -116,14 +121,22 @@ class SyntheticDataModule(LOSODataModule):
             "tvl1": asdict(self.tvl1),
         }
 
+    @property
+    def cache_location(self) -> Path:
+        return ClipCache.location(self.cache_dir, "synthetic", self.cache_settings())
+
+    def check_inputs(self) -> None:
+        """No input files (the clips are generated); a prepared cache is checked for damage (array headers)."""
+        if ClipCache.is_complete(self.cache_location):
+            ClipCache(self.cache_location).check()
+
     @cached_property
     def cache(self) -> ClipCache:
-        settings = self.cache_settings()
-        directory = ClipCache.location(self.cache_dir, "synthetic", settings)
+        directory = self.cache_location
         if ClipCache.is_complete(directory):
             return ClipCache(directory)
         prepare = partial(prepare_synthetic_clip, config=self.generator, num_frames=self.num_frames, tvl1=self.tvl1)
-        return build_cache(directory, settings, generate_specs(self.generator), prepare, self.prepare_workers,
+        return build_cache(directory, self.cache_settings(), generate_specs(self.generator), prepare, self.prepare_workers,
                            desc="synthetic clips: render + TV-L1")
 
     def prepare_data(self) -> None:

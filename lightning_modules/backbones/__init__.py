@@ -1,5 +1,7 @@
 """Backbone networks."""
 
-from lightning_modules.backbones.resnet import BasicBlock, ResNet, make_stage, resnet18, resnet34
+from lightning_modules.backbones.resnet import (
+    IMAGENET_2D, BasicBlock, ConvSpec, ResNet, ResNetLayout, make_stage, resnet18, resnet34,
+)
 
-__all__ = ["BasicBlock", "ResNet", "make_stage", "resnet18", "resnet34"]
+__all__ = ["IMAGENET_2D", "BasicBlock", "ConvSpec", "ResNet", "ResNetLayout", "make_stage", "resnet18", "resnet34"]

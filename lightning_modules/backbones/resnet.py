@@ -1,36 +1,74 @@
-"""ResNet with BasicBlocks (He et al., 2016), written from scratch.
+"""ResNet with BasicBlocks (He et al., 2016), written from scratch, in 2D or 3D.
 
-``BasicBlock`` is dimension-generic (``dims=2`` or ``3``) so 3D ResNets can reuse it.
+One implementation serves every variant: a :class:`ResNetLayout` fixes the dimensionality and the
+kernel / stride / padding of the stem convolution, the stem max-pool and each stage (the stage's
+stride applies to its first block, as in He et al.). The ImageNet 2D layout (:data:`IMAGENET_2D`)
+gives the classic ResNet-18/34; other layouts (e.g. the modified 3D-ResNet18s of Xie et al. 2022,
+Tables 1-2) are configurations of the same classes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from torch import Tensor, nn
 
+Size = int | tuple[int, ...]
+
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_MAXPOOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_GLOBAL_POOL = {("avg", 2): nn.AdaptiveAvgPool2d, ("avg", 3): nn.AdaptiveAvgPool3d,
+                ("max", 2): nn.AdaptiveMaxPool2d, ("max", 3): nn.AdaptiveMaxPool3d}
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """Kernel, stride and padding of one convolution or pooling (an int or one value per axis)."""
+
+    kernel: Size
+    stride: Size = 1
+    padding: Size = 0
+
+
+@dataclass(frozen=True)
+class ResNetLayout:
+    """Where a ResNet variant differs from another: dimensionality, stem, stem pool, stages.
+
+    ``stages[i]`` is the kernel / padding of every conv of stage i and the stride of its first
+    block (the other blocks have stride 1).
+    """
+
+    dims: int
+    stem: ConvSpec
+    stem_pool: ConvSpec
+    stages: tuple[ConvSpec, ConvSpec, ConvSpec, ConvSpec]
+
+
+IMAGENET_2D = ResNetLayout(
+    dims=2, stem=ConvSpec(7, 2, 3), stem_pool=ConvSpec(3, 2, 1),
+    stages=(ConvSpec(3, 1, 1), ConvSpec(3, 2, 1), ConvSpec(3, 2, 1), ConvSpec(3, 2, 1)),
+)  # fmt: skip
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with BN and an identity (or 1x1 projection) shortcut."""
+    """Two convs (``kernel``, ``padding``) with BN and an identity (or 1-wide projection) shortcut."""
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, dims: int = 2):
+    def __init__(self, in_planes: int, planes: int, stride: Size = 1, dims: int = 2, kernel: Size = 3, padding: Size = 1):
         super().__init__()
         conv, bn = _CONV[dims], _BN[dims]
-        self.conv1 = conv(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = conv(in_planes, planes, kernel, stride=stride, padding=padding, bias=False)
         self.bn1 = bn(planes)
-        self.conv2 = conv(planes, planes, 3, padding=1, bias=False)
+        self.conv2 = conv(planes, planes, kernel, padding=padding, bias=False)
         self.bn2 = bn(planes)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                conv(in_planes, planes, 1, stride=stride, bias=False), bn(planes)
-            )
+        if stride not in (1, (1,) * dims) or in_planes != planes:
+            self.shortcut = nn.Sequential(conv(in_planes, planes, 1, stride=stride, bias=False), bn(planes))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -38,37 +76,42 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-def make_stage(
-    in_planes: int, planes: int, blocks: int, stride: int, dims: int = 2
-) -> nn.Sequential:
+def make_stage(in_planes: int, planes: int, blocks: int, stride: Size, dims: int = 2, kernel: Size = 3,
+               padding: Size = 1) -> nn.Sequential:
     """``blocks`` BasicBlocks; the first one carries the stride / channel change."""
-    layers = [BasicBlock(in_planes, planes, stride, dims)]
-    layers += [BasicBlock(planes, planes, 1, dims) for _ in range(blocks - 1)]
+    layers = [BasicBlock(in_planes, planes, stride, dims, kernel, padding)]
+    layers += [BasicBlock(planes, planes, 1, dims, kernel, padding) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
 
 
 class ResNet(nn.Module):
-    """2D ResNet: ImageNet stem, four stages (64-512), global average pool, Linear.
+    """Stem (conv, BN, ReLU, max-pool), four stages (``base_width`` × 1/2/4/8 channels), global
+    pool, Linear. The parts are public (``stem``, ``stages``, ``pool``, ``fc``) so a model can insert
+    a module between stages.
 
-    Any input size >= ~28 px works thanks to the adaptive pooling (28x28 reaches 1x1).
-    Output: (B, num_features).
+    Input (B, C, H, W) for 2D or (B, C, T, H, W) for 3D layouts; output (B, num_features). With
+    the ImageNet layout any input of >= ~28 px works (adaptive pooling).
     """
 
-    def __init__(self, layers: Sequence[int], in_channels: int = 3, num_features: int = 512):
+    def __init__(self, layers: Sequence[int], in_channels: int = 3, num_features: int = 512,
+                 layout: ResNetLayout = IMAGENET_2D, base_width: int = 64,
+                 global_pool: Literal["avg", "max"] = "avg") -> None:
         super().__init__()
+        d, stem, pool = layout.dims, layout.stem, layout.stem_pool
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(64),
+            _CONV[d](in_channels, base_width, stem.kernel, stride=stem.stride, padding=stem.padding, bias=False),
+            _BN[d](base_width),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
+            _MAXPOOL[d](pool.kernel, stride=pool.stride, padding=pool.padding),
         )
-        widths = (64, 128, 256, 512)
-        stages, in_planes = [], 64
-        for i, (planes, blocks) in enumerate(zip(widths, layers)):
-            stages.append(make_stage(in_planes, planes, blocks, stride=1 if i == 0 else 2))
+        stages, in_planes = [], base_width
+        for i, (spec, blocks) in enumerate(zip(layout.stages, layers)):
+            planes = base_width * 2**i
+            stages.append(make_stage(in_planes, planes, blocks, spec.stride, d, spec.kernel, spec.padding))
             in_planes = planes
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_channels = in_planes
+        self.pool = _GLOBAL_POOL[global_pool, d](1)
         self.fc = nn.Linear(in_planes, num_features)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Conv3d)):
@@ -78,9 +121,11 @@ class ResNet(nn.Module):
         return self.fc(self.pool(self.stages(self.stem(x))).flatten(1))
 
 
-def resnet18(in_channels: int = 3, num_features: int = 512) -> ResNet:
-    return ResNet((2, 2, 2, 2), in_channels, num_features)
+def resnet18(in_channels: int = 3, num_features: int = 512, layout: ResNetLayout = IMAGENET_2D, **kwargs) -> ResNet:
+    """ResNet-18 (2 blocks per stage) in the given layout; ``kwargs``: base_width, global_pool."""
+    return ResNet((2, 2, 2, 2), in_channels, num_features, layout, **kwargs)
 
 
-def resnet34(in_channels: int = 3, num_features: int = 512) -> ResNet:
-    return ResNet((3, 4, 6, 3), in_channels, num_features)
+def resnet34(in_channels: int = 3, num_features: int = 512, layout: ResNetLayout = IMAGENET_2D, **kwargs) -> ResNet:
+    """ResNet-34 (3/4/6/3 blocks per stage) in the given layout; ``kwargs``: base_width, global_pool."""
+    return ResNet((3, 4, 6, 3), in_channels, num_features, layout, **kwargs)

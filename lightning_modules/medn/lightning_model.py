@@ -10,11 +10,11 @@ from torch import Tensor
 
 from losses import au_bce_loss, focal_loss, orthogonal_loss
 
-from ..base import Batch, MERClassifier
+from ..base import Batch, MERClassifier, WeightedLossMixin
 from .torch_model import Fusion, MEDNModel, MotionBackbone
 
 
-class MEDN(MERClassifier):
+class MEDN(WeightedLossMixin, MERClassifier):
     """Motion-Emotion feature Decoupling Network (Hu et al., arXiv 2604.17899).
 
     L_total = L_cls (focal, eq. 15) + λ_au · L_au (eq. 1) + λ_orth · L_orth (eq. 8)  (eq. 16).
@@ -23,7 +23,7 @@ class MEDN(MERClassifier):
     Where a data source has no AU labels (``num_aus=0`` or ``au_mask`` false) the AU term is 0.
 
     Args:
-        num_classes, num_aus: linked from the datamodule.
+        num_classes, num_aus, num_identities: linked from the datamodule (identities unused).
         motion_backbone, flow_channels, image_size, seq_len, patch_size, embed_dim, depth,
             num_heads, mlp_ratio, sparse_rates, fusion, dropout: see :class:`MEDNModel`.
         lambda_au: weight of the AU loss (eq. 16).
@@ -39,6 +39,7 @@ class MEDN(MERClassifier):
         self,
         num_classes: int = 3,
         num_aus: int = 0,
+        num_identities: int = 0,
         motion_backbone: MotionBackbone = "led",
         flow_channels: int = 2,
         image_size: int = 144,
@@ -59,12 +60,17 @@ class MEDN(MERClassifier):
         motion_lr_step: int = 100,
         motion_lr_gamma: float = 0.1,
     ) -> None:
-        super().__init__(num_classes, num_aus)
+        super().__init__(num_classes, num_aus, num_identities)
         self.save_hyperparameters()
         self.model = MEDNModel(
             num_classes, num_aus, motion_backbone, flow_channels, image_size, seq_len, patch_size,
             embed_dim, depth, num_heads, mlp_ratio, tuple(sparse_rates), fusion, dropout,
         )  # fmt: skip
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        motion_input = "frames" if self.hparams.motion_backbone == "led" else "apex_flow"
+        return frozenset({"flow", motion_input, *(("au",) if self.num_aus else ())})
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         return self.model(batch["flow"], batch.get("frames"), batch.get("apex_flow"))

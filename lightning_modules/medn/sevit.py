@@ -14,32 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-
-class TransformerBlock(nn.Module):
-    """Pre-norm transformer block: x + MHSA(LN(x)), then x + MLP(LN(x)).
-
-    ``dropout`` acts on the MLP; attention probabilities are not dropped (as in ViT), which
-    keeps the fused CPU attention kernel usable.
-    """
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, dim),
-            nn.Dropout(dropout),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))
+from lightning_modules.backbones.vit import PatchEmbedding, transformer_blocks
 
 
 def to_regions(grid: Tensor, s: int) -> Tensor:
@@ -64,9 +39,7 @@ class SparseAttentionStage(nn.Module):
     ):
         super().__init__()
         self.rate = rate
-        self.blocks = nn.Sequential(
-            *(TransformerBlock(dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
-        )
+        self.blocks = transformer_blocks(dim, depth, num_heads, mlp_ratio, dropout)
         self.norm = nn.LayerNorm(dim)
 
     def tokens(self, grid: Tensor) -> Tensor:
@@ -111,7 +84,7 @@ class SEVit(nn.Module):
                 f"every sparse rate; offending rates: {bad or 'none given'}"
             )
         self.num_frames = num_frames
-        self.patch_embed = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
+        self.patch_embed = PatchEmbedding(in_channels, embed_dim, patch_size)
         self.spatial_pos = nn.Parameter(torch.zeros(1, 1, grid, grid, embed_dim))
         self.temporal_pos = nn.Parameter(torch.zeros(1, num_frames, 1, 1, embed_dim))
         nn.init.trunc_normal_(self.spatial_pos, std=0.02)
@@ -128,8 +101,7 @@ class SEVit(nn.Module):
         b, t = flow.shape[:2]
         if t != self.num_frames:
             raise ValueError(f"SEVit expects {self.num_frames} flow frames, got {t}")
-        x = self.patch_embed(flow.flatten(0, 1))  # (B*T', D, h, w)
-        x = x.unflatten(0, (b, t)).permute(0, 1, 3, 4, 2)
+        x = self.patch_embed(flow.flatten(0, 1)).unflatten(0, (b, t))  # (B, T', h, w, D)
         return self.pos_drop(x + self.spatial_pos + self.temporal_pos)
 
     def rate_features(self, flow: Tensor) -> Tensor:

@@ -8,24 +8,32 @@ from typing import Literal
 from torch import Tensor, nn
 
 from lightning_modules.backbones import resnet18, resnet34
+from lightning_modules.backbones.vit import ViT
 from lightning_modules.medn.cofm import CoFM, WeightedSumFusion
 from lightning_modules.medn.led import LEDMotionEncoder
 from lightning_modules.medn.sevit import SEVit
 from losses.orthogonal import orthogonal_components
 
-MotionBackbone = Literal["led", "resnet18", "resnet34"]
+MotionBackbone = Literal["led", "resnet18", "resnet34", "vit_b16"]
 Fusion = Literal["cofm", "weighted_sum"]
 
 
 class MEDNModel(nn.Module):
-    """Motion branch (LED on the RGB clip, or ResNet on the onset-apex flow; Table VII) with
-    an AU head (eq. 1), SEVit emotion branch on the flow sequence (eqs. 2-4), orthogonal
-    components (eqs. 5-7), fusion (CoFM eqs. 9-14 or weighted sum, Table V No.3), classifier.
+    """Motion branch (LED on the RGB clip, or ResNet-18/34 / ViT-B/16 on the onset-apex flow;
+    Table VII) with an AU head (eq. 1), SEVit emotion branch on the flow sequence (eqs. 2-4),
+    orthogonal components (eqs. 5-7), fusion (CoFM eqs. 9-14 or weighted sum, Table V No.3),
+    classifier.
 
     Both branches produce D = ``embed_dim`` features. With the LED backbone the clip has
     ``seq_len + 1`` frames (flow is computed w.r.t. the first frame, §IV-B).
     Ablations: plain ViT ``sparse_rates=(1,)``; single rate ``(4,)``; ``fusion="weighted_sum"``;
     no orthogonal loss is ``lambda_orth=0`` in the training code.
+
+    ``motion_backbone="vit_b16"``: a plain :class:`ViT` whose size is ``vit_patch_size``,
+    ``vit_width``, ``vit_depth``, ``vit_heads`` (ViT-B/16 by default: 16, 768, 12, 12; the paper
+    names ViT-B/16 without other details, smaller values are for tests). Its input side is
+    ``image_size`` rounded up to a multiple of ``vit_patch_size`` (our choice; 144 = 9 x 16 needs
+    no resizing); other flow sizes are resized bilinearly to it.
     """
 
     def __init__(
@@ -44,12 +52,17 @@ class MEDNModel(nn.Module):
         sparse_rates: Sequence[int] = (1, 2, 4, 8),
         fusion: Fusion = "cofm",
         dropout: float = 0.1,
+        vit_patch_size: int = 16,
+        vit_width: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
     ):
         super().__init__()
         self.motion_backbone = motion_backbone
         self.motion = self._build_motion(
-            motion_backbone, flow_channels, seq_len, embed_dim, dropout
-        )
+            motion_backbone, flow_channels, seq_len, image_size, embed_dim, dropout,
+            (vit_patch_size, vit_width, vit_depth, vit_heads),
+        )  # fmt: skip
         self.au_head = nn.Linear(embed_dim, num_aus) if num_aus else None
         self.sevit = SEVit(
             flow_channels, image_size, seq_len, patch_size, embed_dim, depth, num_heads,
@@ -65,16 +78,22 @@ class MEDNModel(nn.Module):
 
     @staticmethod
     def _build_motion(
-        name: str, flow_channels: int, seq_len: int, dim: int, dropout: float
+        name: str, flow_channels: int, seq_len: int, image_size: int, dim: int, dropout: float,
+        vit_size: tuple[int, int, int, int],
     ) -> nn.Module:
+        """Table VII backbone; ``vit_size`` = (patch, width, depth, heads)."""
         if name == "led":
             return LEDMotionEncoder(num_frames=seq_len + 1, feature_dim=dim, dropout=dropout)
         if name == "resnet18":
             return resnet18(flow_channels, dim)
         if name == "resnet34":
             return resnet34(flow_channels, dim)
+        if name == "vit_b16":
+            patch, width, depth, heads = vit_size
+            side = -(-image_size // patch) * patch
+            return ViT(flow_channels, dim, side, patch, width, depth, heads, dropout=dropout)
         raise ValueError(
-            f"unknown motion_backbone {name!r}; expected 'led', 'resnet18' or 'resnet34'"
+            f"unknown motion_backbone {name!r}; expected 'led', 'resnet18', 'resnet34' or 'vit_b16'"
         )
 
     def motion_parameters(self) -> Iterator[nn.Parameter]:
@@ -92,7 +111,7 @@ class MEDNModel(nn.Module):
         self, flow: Tensor, frames: Tensor | None = None, apex_flow: Tensor | None = None
     ) -> dict[str, Tensor]:
         """flow (B, T', C, H, W); frames (B, T'+1, 3, H, W) in [0, 1] for LED; apex_flow
-        (B, C, H, W) for the ResNet backbones. Returns logits, au_logits, f_m, f_e, f_m_perp,
+        (B, C, H, W) for the ResNet and ViT backbones. Returns logits, au_logits, f_m, f_e, f_m_perp,
         f_e_perp and the fusion weights w_m, w_e (B, 1)."""
         if self.motion_backbone == "led":
             if frames is None:

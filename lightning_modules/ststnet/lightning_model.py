@@ -6,22 +6,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..base import Batch, MERClassifier
+from ..base import Batch, MERClassifier, WeightedLossMixin
 from .torch_model import STSTNetModel
 
 
-class STSTNet(MERClassifier):
+class STSTNet(WeightedLossMixin, MERClassifier):
     """Reference baseline on the onset→apex flow image ('apex_flow').
 
     Args:
-        num_classes, num_aus: linked from the datamodule (AUs are not used).
+        num_classes, num_aus, num_identities: linked from the datamodule (AUs, identities unused).
         in_channels: channels of the flow image (u, v, strain).
         image_size: side of the square input (28 in the composite protocol).
         lr: Adam learning rate (5e-5 published).
     """
 
-    def __init__(self, num_classes: int = 3, num_aus: int = 0, in_channels: int = 3, image_size: int = 28, lr: float = 5e-5) -> None:
-        super().__init__(num_classes, num_aus)
+    inputs = frozenset({"apex_flow"})
+
+    def __init__(self, num_classes: int = 3, num_aus: int = 0, num_identities: int = 0, in_channels: int = 3,
+                 image_size: int = 28, lr: float = 5e-5) -> None:
+        super().__init__(num_classes, num_aus, num_identities)
         self.save_hyperparameters()
         self.net = STSTNetModel(in_channels, num_classes, image_size)
 

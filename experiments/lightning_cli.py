@@ -1,0 +1,147 @@
+"""The suite's LightningCLI: what `lightning`/`mer fit|validate|test|predict` run, what `mer loso` parses
+and what every fold job of the runner instantiates.
+
+Models and datamodules are chosen with ``class_path``/``init_args``; the datamodule's label space
+(``num_classes``, ``num_aus``) and its fold's training subjects (``num_identities``) are linked into
+the model. Lightning's own chatter is stopped where it starts (see :func:`quiet_lightning`), and the
+cluster environment is chosen deliberately: SLURM's inside a SLURM job, the plain local one elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.fabric.plugins.environments import ClusterEnvironment, LightningEnvironment, SLURMEnvironment
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from datamodules.errors import MERError
+from datamodules.loso import LOSODataModule
+from lightning_modules.base import MERClassifier
+
+from .command_line import add_signature_options
+from .runner.options import LosoOptions
+
+# Loggers of Lightning's informational lines that our commands do not show: the device report ("GPU
+# available: ...", "TPU available: ...", the CUDA_VISIBLE_DEVICES line), install tips ("💡 Tip: ...
+# litlogger / litmodels") and "Seed set to N" (the seed is in the config). Warnings and errors stay.
+CHATTY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                  "lightning.fabric.utilities.seed")
+# ckpt_path values Lightning resolves itself (not files)
+SPECIAL_CHECKPOINTS = ("best", "last", "hpc", "registry")
+
+
+def quiet_lightning() -> None:
+    """Raise the level of :data:`CHATTY_LOGGERS` to WARNING (called by our commands, not on import)."""
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def on_slurm() -> bool:
+    """Whether this process runs inside a SLURM job (then Lightning's SLURM environment is used)."""
+    return "SLURM_JOB_ID" in os.environ
+
+
+def cluster_environment() -> ClusterEnvironment:
+    """SLURM's environment (requeue on USR1) inside a SLURM job, the single-machine one elsewhere."""
+    return SLURMEnvironment() if on_slurm() else LightningEnvironment()
+
+
+@contextlib.contextmanager
+def deliberate_environment() -> Iterator[None]:
+    """Around a run that uses :func:`cluster_environment`: outside SLURM, Lightning still probes
+    ``SLURMEnvironment.detect()`` when ``fit`` gets no checkpoint path, which warns that ``srun`` is
+    installed but unused. The local environment was chosen on purpose, so the warnings of that one
+    module are not shown there; under SLURM nothing is hidden."""
+    with warnings.catch_warnings():
+        if not on_slurm():
+            warnings.filterwarnings("ignore", module=r"lightning\.fabric\.plugins\.environments\.slurm")
+        yield
+
+
+def with_cluster_environment(plugins: Any) -> list[Any]:
+    """The configured trainer plugins, plus :func:`cluster_environment` unless one of them is one."""
+    plugins = plugins if isinstance(plugins, list) else [] if plugins is None else [plugins]
+    if any(isinstance(plugin, ClusterEnvironment) for plugin in plugins):
+        return plugins
+    return [*plugins, cluster_environment()]
+
+
+class MERCLI(LightningCLI):
+    """LightningCLI with the datamodule's label space linked into the model, a deliberate cluster
+    environment and logger, and a missing checkpoint reported before anything is built."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for name in ("num_classes", "num_aus", "num_identities"):
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse `args` (None: ``sys.argv``). Our commands hand over their own argv, or a fold's config,
+        on purpose: Lightning's warning about `args` given beside ``sys.argv`` does not apply."""
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+
+    def before_instantiate_classes(self) -> None:
+        ckpt_path = self.config.get(str(self.subcommand), Namespace()).get("ckpt_path")
+        if ckpt_path and ckpt_path.split(":")[0] not in SPECIAL_CHECKPOINTS and "://" not in ckpt_path \
+                and not Path(ckpt_path).is_file():
+            raise MERError(f"checkpoint not found: {ckpt_path} (--ckpt_path takes a .ckpt file, 'best' or 'last')")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The configured Trainer with :func:`cluster_environment` among its plugins and, where the config
+        leaves the logger to Lightning, the CSV logger Lightning would pick (without tensorboard) named."""
+        config = self._get(self.config_init, "trainer", default={})
+        kwargs.setdefault("plugins", with_cluster_environment(config.get("plugins")))
+        if config.get("logger") in (None, True) and not config.get("barebones"):
+            kwargs.setdefault("logger", CSVLogger(save_dir=config.get("default_root_dir") or os.getcwd()))
+        return super().instantiate_trainer(**kwargs)
+
+
+def make_cli(args: list[str] | dict[str, Any] | None, run: bool = True, prog: str | None = None,
+             cli_class: type[MERCLI] = MERCLI, **kwargs: Any) -> MERCLI:
+    """Build (and by default run) the CLI on `args` (None: ``sys.argv``); parse errors raise instead of exiting."""
+    quiet_lightning()
+    return cli_class(
+        MERClassifier,
+        LOSODataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        seed_everything_default=0,
+        args=args,
+        run=run,
+        parser_kwargs={"exit_on_error": False, **({"prog": prog} if prog else {})},
+        **kwargs,
+    )
+
+
+class LosoCLI(MERCLI):
+    """`mer loso`: a one-fold config as `lightning fit` reads it (``--config``, overrides), plus the
+    runner's options (:class:`LosoOptions`, e.g. ``--folds 0-3``). Parses only: the runner builds
+    every fold itself from the resolved config."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        add_signature_options(parser, LosoOptions)
+
+    def instantiate_classes(self) -> None:
+        """Nothing to build here (the runner instantiates each fold)."""
+
+    def options(self) -> LosoOptions:
+        return LosoOptions(**{field.name: self.config[field.name] for field in dataclasses.fields(LosoOptions)})
+
+    def fold_config_yaml(self) -> str:
+        """The resolved config without the runner's options, as ``lightning fit --print_config`` would
+        print it without the subcommand level."""
+        config = self.config.clone()
+        for field in dataclasses.fields(LosoOptions):
+            del config[field.name]
+        return self.parser.dump(config, skip_none=False, skip_check=True)

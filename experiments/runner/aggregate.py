@@ -1,0 +1,91 @@
+"""Pooling a run: predictions.csv, metrics.json, confusion_matrix.png and W&B's 'pooled' run.
+
+A separate step, safe to rerun (``mer loso --aggregate-only DIR``, the SLURM aggregation job, or
+automatically after the last fold): it reads the finished fold files only, writes atomically,
+holds a lock so that two aggregations of one run never interleave, and names the missing folds
+(with the command that runs them) instead of pooling an incomplete run.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock
+
+from ..metrics import pooled_metrics
+from ..reporting import atomic_write_csv, plot_confusion_matrix, result_table, write_json
+from .folds import FoldPaths, format_folds
+from .plan import RunPlan
+
+
+def missing_folds(run_dir: Path, plan: RunPlan) -> list[int]:
+    return [k for k in range(plan.n_folds) if not FoldPaths(run_dir, k).done()]
+
+
+def finish_command(run_dir: Path, plan: RunPlan, folds: list[int]) -> str:
+    """The command that runs `folds` of this run with its own resolved config."""
+    command = ["mer", "loso", "--config", str(run_dir / "config.yaml"), "--output", str(run_dir)]
+    if folds != list(range(plan.n_folds)):
+        command += ["--folds", format_folds(folds)]
+    if plan.wandb != "offline":
+        command += ["--wandb", plan.wandb]
+    if plan.wandb_project != "mer-suite":
+        command += ["--wandb-project", plan.wandb_project]
+    return shlex.join(command)
+
+
+def describe_missing(run_dir: Path, plan: RunPlan, missing: list[int]) -> str:
+    """'6 of 8 folds finished ...; still to do: fold 3 (subject 04), ...; finish with: mer loso ...'."""
+    names = ", ".join(plan.fold_name(k) for k in missing)
+    return (f"{plan.n_folds - len(missing)} of {plan.n_folds} folds finished in {run_dir}; still to do: {names}. "
+            f"Pooled metrics are written once all are done; finish with: {finish_command(run_dir, plan, missing)}")
+
+
+def aggregate(run_dir: Path) -> dict[str, Any] | None:
+    """Pool the finished folds of `run_dir`; None (and the missing folds printed) when some are missing."""
+    run_dir = Path(run_dir)
+    plan = RunPlan.load(run_dir)
+    missing = missing_folds(run_dir, plan)
+    if missing:
+        print(describe_missing(run_dir, plan, missing))
+        return None
+    with FileLock(run_dir / ".aggregate.lock"):
+        return _pool(run_dir, plan)
+
+
+def _pool(run_dir: Path, plan: RunPlan) -> dict[str, Any]:
+    predictions = pd.concat(
+        [pd.read_csv(FoldPaths(run_dir, k).csv, dtype={"subject": str, "sample_id": str}) for k in range(plan.n_folds)],
+        ignore_index=True,
+    )
+    metrics = pooled_metrics(predictions, plan.class_names)
+    metrics.update(class_names=plan.class_names, config=plan.config, config_hash=plan.config_hash)
+    atomic_write_csv(run_dir / "predictions.csv", predictions)
+    write_json(run_dir / "metrics.json", metrics)
+    plot_confusion_matrix(
+        metrics["confusion_matrix"], plan.class_names, run_dir / "confusion_matrix.png",
+        f"{run_dir.name}: UF1 {metrics['uf1']:.3f}  UAR {metrics['uar']:.3f}  (n={metrics['n_samples']})",
+    )
+    if plan.wandb != "disabled":
+        _log_pooled_to_wandb(run_dir, plan, metrics)
+    print(result_table(metrics))
+    print(f"outputs: {run_dir}/predictions.csv, metrics.json, confusion_matrix.png")
+    return metrics
+
+
+def _log_pooled_to_wandb(run_dir: Path, plan: RunPlan, metrics: dict[str, Any]) -> None:
+    """One 'pooled' W&B run per run directory (a rerun of the aggregation resumes it)."""
+    import wandb
+
+    run = wandb.init(project=plan.wandb_project, group=plan.group, name="pooled", job_type="pooled",
+                     id=f"{plan.group}-pooled", resume="allow", dir=str(run_dir), mode=plan.wandb,
+                     config=metrics["config"], reinit="create_new")
+    summary = {"pooled/uf1": metrics["uf1"], "pooled/uar": metrics["uar"], "pooled/acc": metrics["acc"]}
+    for name, m in metrics["per_dataset"].items():
+        summary.update({f"pooled/{name}/uf1": m["uf1"], f"pooled/{name}/uar": m["uar"], f"pooled/{name}/acc": m["acc"]})
+    run.log({**summary, "confusion_matrix": wandb.Image(str(run_dir / "confusion_matrix.png"))})
+    run.summary.update(summary)
+    run.finish()

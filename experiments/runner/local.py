@@ -1,0 +1,160 @@
+"""Executors on one machine: folds one after another in this process, or in worker processes.
+
+Worker processes (spawn) each run one fold attempt, pinned to a GPU through
+``CUDA_VISIBLE_DEVICES`` (K folds at once per GPU) or on CPU (N at once). A fold whose worker
+dies or fails is retried once, then reported by name. One progress bar counts folds; its postfix
+shows what each worker is doing ('w0: fold 3 ep 2/10 | w1: fold 5 ep 1/10'), as the workers report
+it through a queue. Ctrl-C stops every worker (by pid) and is re-raised for the resume line.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from datamodules.errors import MERError
+
+from .folds import FoldPaths
+from ..lightning_cli import on_slurm
+from .job import run_fold
+from .plan import RunPlan, parse_devices
+
+ATTEMPTS = 2  # a crashed fold is retried once
+
+
+@dataclass
+class Slot:
+    """One place a fold can run: a name for the progress bar and the environment of its worker."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def make_slots(devices: str | None, folds_per_device: int, workers: int) -> list[Slot]:
+    if devices is not None:
+        return [Slot(f"g{d}.{j}" if folds_per_device > 1 else f"g{d}", {"CUDA_VISIBLE_DEVICES": d})
+                for d in parse_devices(devices) for j in range(folds_per_device)]
+    return [Slot(f"w{i}") for i in range(workers)]
+
+
+def fold_bar(folds: list[int], done: int) -> tqdm:
+    return tqdm(total=len(folds), initial=done, desc="folds", unit="fold", dynamic_ncols=True)
+
+
+def run_sequential(run_dir: Path, plan: RunPlan, folds: list[int]) -> None:
+    """Every fold in this process, one after another."""
+    todo = [k for k in folds if not FoldPaths(run_dir, k).done()]
+    with fold_bar(folds, len(folds) - len(todo)) as bar:
+        for k in todo:
+            run_fold(run_dir, k, report=bar.set_postfix_str, plan=plan)
+            bar.update()
+
+
+def _fold_worker(run_dir: Path, k: int, slot: str, env: dict[str, str], messages: mp.Queue) -> None:
+    """Body of a worker process: one fold; its traceback goes to the fold's error.log on failure."""
+    os.environ.update(env)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Lightning installs its requeue handler only over the default
+    try:
+        run_fold(run_dir, k, report=lambda text: messages.put((slot, text)))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BaseException:
+        paths = FoldPaths(run_dir, k)
+        paths.dir.mkdir(parents=True, exist_ok=True)
+        paths.error_log.write_text(traceback.format_exc())
+        raise
+
+
+def run_parallel(run_dir: Path, plan: RunPlan, folds: list[int], slots: list[Slot]) -> None:
+    """Folds in worker processes, one per slot at a time; raises MERError naming folds that failed twice."""
+    context = mp.get_context("spawn")
+    messages = context.Queue()
+    pending = deque(k for k in folds if not FoldPaths(run_dir, k).done())
+    attempts = {k: 0 for k in pending}
+    running: dict[str, tuple[BaseProcess, int]] = {}
+    status: dict[str, str] = {}
+    failed: list[str] = []
+    survive_requeue_signal()
+    with fold_bar(folds, len(folds) - len(pending)) as bar:
+        try:
+            while pending or running:
+                for slot in slots:
+                    if slot.name not in running and pending:
+                        k = pending.popleft()
+                        attempts[k] += 1
+                        process = context.Process(target=_fold_worker, args=(run_dir, k, slot.name, slot.env, messages),
+                                                  name=f"mer-fold-{k}", daemon=False)
+                        process.start()
+                        running[slot.name] = (process, k)
+                        status[slot.name] = f"fold {k} starting"
+                _drain(messages, status, timeout=0.5)
+                for name, (process, k) in list(running.items()):
+                    if process.exitcode is None:
+                        continue
+                    process.join()
+                    del running[name]
+                    status[name] = "idle"
+                    if FoldPaths(run_dir, k).done():
+                        bar.update()
+                    elif attempts[k] < ATTEMPTS:
+                        pending.appendleft(k)
+                    else:
+                        failed.append(f"{plan.fold_name(k)}: worker exit code {process.exitcode}, "
+                                      f"see {FoldPaths(run_dir, k).error_log}")
+                bar.set_postfix_str(" | ".join(f"{name}: {text}" for name, text in sorted(status.items())), refresh=False)
+                bar.refresh()
+        except KeyboardInterrupt:
+            stop(running)
+            raise
+    if failed:
+        raise MERError(f"{len(failed)} fold(s) failed twice: " + "; ".join(failed))
+
+
+def _drain(messages: mp.Queue, status: dict[str, str], timeout: float) -> None:
+    """Apply the workers' status messages (waits up to `timeout` for the first)."""
+    try:
+        slot, text = messages.get(timeout=timeout)
+        status[slot] = text
+        while True:
+            slot, text = messages.get_nowait()
+            status[slot] = text
+    except queue.Empty:
+        pass
+
+
+def stop(running: dict[str, tuple[BaseProcess, int]]) -> None:
+    """End our own worker processes (each by its pid) and wait for them."""
+    for process, _ in running.values():
+        if process.exitcode is None:
+            process.terminate()
+    for process, _ in running.values():
+        process.join(timeout=30)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+
+
+def survive_requeue_signal() -> None:
+    """Under SLURM, ``srun`` signals every process of the task with USR1 before the time limit: each
+    fold's Trainer handles it (checkpoint, requeue); this parent process must only not die of it."""
+    if on_slurm():
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def run_local(run_dir: Path, plan: RunPlan, folds: list[int], devices: str | None = None,
+              folds_per_device: int = 1, workers: int = 1) -> None:
+    """Run `folds` with the executor the options ask for."""
+    slots = make_slots(devices, folds_per_device, workers)
+    if len(slots) == 1 and devices is None:
+        run_sequential(run_dir, plan, folds)
+    else:
+        run_parallel(run_dir, plan, folds, slots)

@@ -1,0 +1,169 @@
+"""``mer loso --launcher slurm``: the planned folds as one sbatch job array, then one aggregation job.
+
+Array task ``i`` runs the fold worker on chunk ``i`` of the run's selected folds (``folds_per_task``
+folds; with several GPUs the worker spreads them over the task's devices). ``--signal=USR1@90`` lets
+Lightning's ``SLURMEnvironment(auto_requeue=True)`` save a checkpoint and requeue the task before its
+time limit; ``--requeue`` lets a preempted task be requeued as well, and a requeued fold continues
+from its own last checkpoint. ``--open-mode=append`` keeps one log per task across restarts. The
+aggregation job waits ``afterany`` on the whole array, so it also runs when folds failed, and then
+names them.
+
+The scripts are plain sbatch files in ``RUN_DIR/slurm/`` (the task logs go there too), written and
+printed also by ``--dry-run``, which submits nothing, so users can read, adapt and submit them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import experiments
+from datamodules.errors import MERError
+
+from ..reporting import atomic_write_text
+from .folds import format_folds
+from .options import LosoOptions
+
+SLURM_DIR = "slurm"
+FOLDS_SCRIPT = "folds.sbatch"
+AGGREGATE_SCRIPT = "aggregate.sbatch"
+AGGREGATE_TIME = "00:30:00"  # our choice: pooling reads the fold CSVs and plots once, minutes at most
+REPO_ROOT = Path(experiments.__file__).resolve().parents[1]
+
+
+def n_tasks(n_folds: int, folds_per_task: int) -> int:
+    return math.ceil(n_folds / folds_per_task)
+
+
+def _directives(run_dir: Path, options: LosoOptions, job_name: str, log_name: str, time: str, cpus: int) -> list[str]:
+    """The #SBATCH lines both scripts share (None-valued options are left to the cluster's defaults)."""
+    values = {
+        "job-name": job_name,
+        "partition": options.partition,
+        "time": time,
+        "ntasks": 1,
+        "cpus-per-task": cpus,
+        "chdir": Path.cwd(),
+        "output": run_dir / SLURM_DIR / log_name,
+        "open-mode": "append",
+    }
+    return [f"#SBATCH --{key}={shlex.quote(str(value))}" for key, value in values.items() if value is not None]
+
+
+def _worker(run_dir: Path, *args: str) -> str:
+    return shlex.join([sys.executable, "-m", "experiments.runner.worker", str(run_dir), *args])
+
+
+def _environment() -> list[str]:
+    """Make the suite importable wherever the job starts (a clone that is not pip-installed)."""
+    return [f'export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"']
+
+
+def folds_script(run_dir: Path, folds: list[int], options: LosoOptions) -> str:
+    """The array script: one task per chunk of `options.folds_per_task` folds."""
+    tasks = n_tasks(len(folds), options.folds_per_task)
+    parallel = f"%{options.array_parallelism}" if options.array_parallelism else ""
+    # The task's GPUs are those SLURM lists in CUDA_VISIBLE_DEVICES (expanded when the task starts).
+    gpus = f' --devices "$CUDA_VISIBLE_DEVICES" --folds-per-device {options.folds_per_device}' if options.gpus_per_task else ""
+    lines = [
+        "#!/bin/bash",
+        f"# mer loso fold tasks: folds {format_folds(folds)} of {run_dir}, {options.folds_per_task} per array task.",
+        "# USR1 90 s before the time limit: Lightning checkpoints and requeues the task; a requeued",
+        "# or preempted fold continues from its own last checkpoint.",
+        *_directives(run_dir, options, _job_name(run_dir), "folds-%A_%a.out", options.time,
+                     options.cpus_per_task),
+        f"#SBATCH --array=0-{tasks - 1}{parallel}",
+        *([f"#SBATCH --gpus-per-task={options.gpus_per_task}"] if options.gpus_per_task else []),
+        "#SBATCH --signal=USR1@90",
+        "#SBATCH --requeue",
+        *_environment(),
+        # srun makes the folds a job step (the one USR1 reaches); Slurm 22.05's srun needs its CPUs restated.
+        f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    {_worker(run_dir)} \\\n"
+        f'    --task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task {options.folds_per_task}{gpus}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def aggregate_script(run_dir: Path, options: LosoOptions) -> str:
+    """The pooling job, submitted to start once every array task has ended (``afterany``)."""
+    lines = [
+        "#!/bin/bash",
+        f"# mer loso pooling of {run_dir} once every fold task has ended:",
+        "# predictions.csv, metrics.json, confusion_matrix.png, or the names of the folds still missing.",
+        f"# Pool again by hand: mer loso --aggregate-only {run_dir}",
+        *_directives(run_dir, options, _job_name(run_dir) + "-aggregate", "aggregate-%j.out", AGGREGATE_TIME, 1),
+        *_environment(),
+        _worker(run_dir, "--aggregate"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _job_name(run_dir: Path) -> str:
+    return "mer-" + (re.sub(r"[^A-Za-z0-9_.-]", "_", run_dir.name) or "loso")
+
+
+def submit_commands(run_dir: Path) -> str:
+    scripts = run_dir / SLURM_DIR
+    return (f"array=$(sbatch --parsable {shlex.quote(str(scripts / FOLDS_SCRIPT))}) && "
+            f"sbatch --dependency=afterany:${{array%%;*}} {shlex.quote(str(scripts / AGGREGATE_SCRIPT))}")
+
+
+def launch(run_dir: Path, folds: list[int], options: LosoOptions) -> list[str]:
+    """Write the sbatch scripts into RUN_DIR/slurm/ and submit them; returns [array id, aggregation id].
+
+    `folds` are the run's selected folds in run.json's order (array task i runs chunk i of them).
+    With ``options.dry_run`` the scripts are written and printed with the commands that submit them,
+    nothing is submitted and [] is returned.
+    """
+    check_launch(options)
+    if not folds:
+        raise MERError(f"no folds to launch for {run_dir}")
+    run_dir = run_dir.resolve()
+    scripts = {FOLDS_SCRIPT: folds_script(run_dir, folds, options), AGGREGATE_SCRIPT: aggregate_script(run_dir, options)}
+    (run_dir / SLURM_DIR).mkdir(parents=True, exist_ok=True)
+    for name, text in scripts.items():
+        atomic_write_text(run_dir / SLURM_DIR / name, text)
+    if options.dry_run:
+        for name, text in scripts.items():
+            print(f"# ---- {run_dir / SLURM_DIR / name}\n{text}")
+        print(f"# dry run: nothing submitted. Submit these scripts (as printed or after editing) with:\n"
+              f"{submit_commands(run_dir)}")
+        return []
+    array_id = _sbatch(run_dir / SLURM_DIR / FOLDS_SCRIPT)
+    try:
+        aggregate_id = _sbatch(run_dir / SLURM_DIR / AGGREGATE_SCRIPT, f"--dependency=afterany:{array_id}")
+    except MERError as err:
+        raise MERError(f"fold array {array_id} is submitted but the aggregation job was refused ({err}); "
+                       f"pool the folds once they end with: mer loso --aggregate-only {run_dir}") from None
+    tasks = n_tasks(len(folds), options.folds_per_task)
+    print(f"submitted fold array {array_id} ({tasks} task(s), {options.folds_per_task} fold(s) each) and "
+          f"aggregation job {aggregate_id} (starts when every task has ended); logs in {run_dir / SLURM_DIR}/; "
+          f"watch with: squeue -j {array_id},{aggregate_id}")
+    return [array_id, aggregate_id]
+
+
+def check_launch(options: LosoOptions) -> None:
+    """The SLURM options that cannot work, found before the run is planned (nothing created yet)."""
+    least = {"--folds-per-task": (options.folds_per_task, 1), "--cpus-per-task": (options.cpus_per_task, 1),
+             "--gpus-per-task": (options.gpus_per_task, 0), "--array-parallelism": (options.array_parallelism, 1)}
+    bad = [f"{name} {value} (give at least {minimum})" for name, (value, minimum) in least.items()
+           if value is not None and value < minimum]
+    if bad:
+        raise MERError(f"impossible SLURM option(s): {', '.join(bad)}")
+    if not options.dry_run and shutil.which("sbatch") is None:
+        raise MERError("sbatch not found: --launcher slurm needs SLURM's client commands on this machine "
+                       "(--dry-run writes and prints the scripts without submitting)")
+
+
+def _sbatch(script: Path, *options: str) -> str:
+    """Submit one script; its job id (sbatch --parsable prints 'id' or 'id;cluster')."""
+    done = subprocess.run(["sbatch", "--parsable", *options, str(script)], capture_output=True, text=True)
+    if done.returncode:
+        reason = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        raise MERError(f"sbatch {script} failed: {reason}")
+    return done.stdout.strip().split(";")[0]

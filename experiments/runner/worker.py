@@ -1,0 +1,64 @@
+"""Worker command: run a chunk of a planned run's folds, e.g. one SLURM array task.
+
+    python -m experiments.runner.worker RUN_DIR [--folds SPEC | --task-index I --folds-per-task K]
+        [--devices 0,1] [--folds-per-device K] [--workers N] [--aggregate]
+
+RUN_DIR must have been planned by ``mer loso`` (config.yaml + run.json). Without a selection the
+run's selected folds are run; ``--task-index I --folds-per-task K`` takes the I-th chunk of K of
+them. Under SLURM (``SLURM_JOB_ID`` set) every fold's Trainer uses Lightning's SLURM environment
+with auto-requeue on SIGUSR1. ``--aggregate`` pools the run afterwards when every fold is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from datamodules.errors import MERError
+
+from .aggregate import aggregate, missing_folds
+from .folds import parse_folds
+from .local import run_local
+from .plan import RunPlan
+
+
+def task_folds(plan: RunPlan, task_index: int, folds_per_task: int) -> list[int]:
+    """The folds of array task `task_index`: its chunk of the run's selected folds."""
+    chunk = plan.folds[task_index * folds_per_task:(task_index + 1) * folds_per_task]
+    if task_index < 0 or folds_per_task < 1 or not chunk:
+        raise MERError(f"task {task_index} with {folds_per_task} folds per task has no folds: the run has "
+                       f"{len(plan.folds)} selected folds")
+    return chunk
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.runner.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a run directory planned by mer loso")
+    chunk = parser.add_mutually_exclusive_group()
+    chunk.add_argument("--folds", help="fold indices, e.g. 0-9 or 3,5 (default: the run's selected folds)")
+    chunk.add_argument("--task-index", type=int, help="array task index: runs its chunk of the selected folds")
+    parser.add_argument("--folds-per-task", type=int, default=1, help="folds per array task (with --task-index)")
+    parser.add_argument("--devices", help="GPU indices to spread the folds over, e.g. 0,1")
+    parser.add_argument("--folds-per-device", type=int, default=1, help="folds at once on each GPU")
+    parser.add_argument("--workers", type=int, default=1, help="folds at once on CPU")
+    parser.add_argument("--aggregate", action="store_true", help="pool the run when every fold is done")
+    return parser.parse_args(argv)
+
+
+def worker_main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    plan = RunPlan.load(args.run_dir)
+    if args.task_index is not None:
+        folds = task_folds(plan, args.task_index, args.folds_per_task)
+    else:
+        folds = parse_folds(args.folds, plan.n_folds) if args.folds else plan.folds
+    run_local(args.run_dir, plan, folds, args.devices, args.folds_per_device, args.workers)
+    if args.aggregate and not missing_folds(args.run_dir, plan):
+        aggregate(args.run_dir)
+
+
+if __name__ == "__main__":
+    from ..cli import guarded
+
+    guarded(worker_main)

@@ -1,0 +1,214 @@
+"""Xie et al. 2022 training: the four stages of Table 4 with Lightning's manual optimisation."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from itertools import accumulate
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from datamodules.errors import MERError
+from losses import MINE, divergence_loss, scale_gradient
+
+from ..base import Batch, MERClassifier
+from .torch_model import AttentionResNet, idnet, menet
+
+STAGE_TARGETS = {1: "idnet", 2: "menet", 3: "idnet", 4: "menet"}  # Table 4
+
+
+class Xie2022(MERClassifier):
+    """Decoupling facial motion and identity features (Xie et al., PeerJ CS 2022): MENet + DAO,
+    IDNet + self-attention, MINE between their features, trained in the four stages of Table 4.
+
+    Stages (one fit, in order; lengths ``stage_steps`` in iterations, i.e. training batches):
+      1. IDNet: L_ce_d (eq. 4) on the training subjects' identities.
+      2. MENet: L_ce_e + λ_{1,1} L_div + λ_{1,2} L_MI (eq. 8).
+      3. IDNet: L_ce_d + λ_2 L_MI (eq. 9).
+      4. MENet again (eq. 8).
+    Only the stage's target trains; the other branch is frozen (eval mode, no gradient). MINE (Table 3,
+    ``losses.MINE``) trains alongside in stages 2-4 with its own Adam.
+
+    L_MI (eq. 7): as printed, ``T - log(e^T)`` is identically 0 and would train nothing. We read it
+    as MINE's Donsker-Varadhan estimate of eq. 3 (marginal pairs by shuffling f^d in the batch),
+    used adversarially as in Belghazi et al. and Ruan et al. 2022 (whom the paper follows): the
+    statistics network MAXIMISES the bound, so that it estimates I(f^e; f^d), and the branch being
+    trained MINIMISES λ·estimate, which decouples identity from motion features. Both updates come
+    from one backward pass through a gradient-reversal layer (``losses.scale_gradient``).
+
+    The paper's "IDNet 100 / MENet 300 iterations" is read as 100 iterations for each IDNet stage
+    and 300 for each MENet stage: ``stage_steps = [100, 300, 100, 300]``. When stage 4 ends the
+    module sets ``trainer.should_stop``: the schedule, not the Trainer, says how long to train, so
+    configs set ``trainer.max_epochs`` high enough to contain it. The iteration counter is the
+    buffer ``iterations_done`` (saved in checkpoints), so resuming continues in the right stage.
+
+    Table 5 rows: 1 ``use_dao=false, use_div=false, use_idnet_mine=false``; 2 ``use_div=false,
+    use_idnet_mine=false``; 3 ``use_idnet_mine=false``; 4 ``use_dao=false, use_div=false``;
+    5 ``use_div=false``; 6 defaults. Without IDNet + MINE, stages 1 and 3 are skipped.
+
+    Args:
+        num_classes, num_aus: linked from the datamodule (AUs unused).
+        num_identities: training subjects of the fold (linked); IDNet's classes.
+        num_frames: T frames per clip (the paper does not give T; must match the datamodule's).
+        menet_size, idnet_size: frames are resized to these inside the model (256 and 128 in the paper).
+        in_channels: 3 for RGB, 1 to convert the frames to grey (the paper does not say; RGB our choice).
+        base_width: channels of the first ResNet stage (64 in Tables 1-2; smaller for CPU-sized runs).
+        use_dao, use_div, use_idnet_mine: Table 5 switches.
+        stage_steps: iterations of stages 1-4.
+        lambda_div, lambda_mi_menet, lambda_mi_idnet: λ_{1,1}, λ_{1,2}, λ_2 (0.1 each).
+        lr: Adam learning rate of MENet and IDNet (1e-4).
+        mine_lr: Adam learning rate of MINE (not given; 1e-4, our choice).
+        mine_hidden: MINE's hidden width (64, Table 3).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 5,
+        num_aus: int = 0,
+        num_identities: int = 0,
+        num_frames: int = 8,
+        menet_size: int = 256,
+        idnet_size: int = 128,
+        in_channels: int = 3,
+        base_width: int = 64,
+        use_dao: bool = True,
+        use_div: bool = True,
+        use_idnet_mine: bool = True,
+        stage_steps: Sequence[int] = (100, 300, 100, 300),
+        lambda_div: float = 0.1,
+        lambda_mi_menet: float = 0.1,
+        lambda_mi_idnet: float = 0.1,
+        lr: float = 1e-4,
+        mine_lr: float = 1e-4,
+        mine_hidden: int = 64,
+    ) -> None:
+        super().__init__(num_classes, num_aus, num_identities)
+        _check_settings(num_frames, use_dao, use_div, use_idnet_mine, stage_steps, num_identities)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.menet = menet(num_classes, num_frames, menet_size, in_channels, use_dao, base_width)
+        self.idnet: AttentionResNet | None = None
+        self.mine: MINE | None = None
+        if use_idnet_mine:
+            self.idnet = idnet(num_identities, idnet_size, in_channels, base_width)
+            self.mine = MINE(self.menet.feature_dim, self.idnet.feature_dim, hidden=mine_hidden)
+        lengths = [n if use_idnet_mine or STAGE_TARGETS[s] == "menet" else 0 for s, n in enumerate(stage_steps, 1)]
+        self.stage_ends = list(accumulate(lengths))
+        self.register_buffer("iterations_done", torch.zeros((), dtype=torch.long))
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        return frozenset({"frames", "identity"} if self.idnet is not None else {"frames"})
+
+    # -- schedule --------------------------------------------------------------------------------
+    def stage(self) -> int | None:
+        """The stage (1-4) the next iteration belongs to; None once stage 4 has ended."""
+        position = bisect.bisect_right(self.stage_ends, int(self.iterations_done))
+        return position + 1 if position < 4 else None
+
+    # -- forward / evaluation ---------------------------------------------------------------------
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        """MENet's outputs ('logits', 'features', 'maps' with DAO): the only path to a prediction."""
+        return self.menet(batch["frames"])
+
+    def evaluation_loss(self, batch: Batch, outputs: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(outputs["logits"], batch["label"])
+
+    # -- training --------------------------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam for MENet, IDNet (lr 1e-4, §"Parameter settings") and MINE, in that order."""
+        hp = self.hparams
+        optimizers = [torch.optim.Adam(self.menet.parameters(), lr=hp.lr)]
+        if self.idnet is not None and self.mine is not None:
+            optimizers += [torch.optim.Adam(self.idnet.parameters(), lr=hp.lr),
+                           torch.optim.Adam(self.mine.parameters(), lr=hp.mine_lr)]
+        return optimizers
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        stage = self.stage()
+        if stage is None:  # e.g. resumed from a checkpoint taken after stage 4
+            self.trainer.should_stop = True
+            return
+        self.set_modes(STAGE_TARGETS[stage])
+        terms, objective = self.stage_losses(stage, batch)
+        configured = self.optimizers()
+        optimizers = self.stage_optimizers(stage, configured if isinstance(configured, list) else [configured])
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(objective)
+        for optimizer in optimizers:
+            optimizer.step()
+        self.iterations_done += 1
+        if self.stage() is None:
+            self.trainer.should_stop = True
+        size = len(batch["frames"])
+        self.log("train/stage", float(stage), on_step=True, on_epoch=False, batch_size=size)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=size)
+
+    def set_modes(self, target: str) -> None:
+        """Target branch and MINE in training mode; the frozen branch in eval mode (BN stats fixed)."""
+        self.menet.train(target == "menet")
+        if self.idnet is not None and self.mine is not None:
+            self.idnet.train(target == "idnet")
+            self.mine.train()
+
+    def stage_optimizers(self, stage: int, optimizers: Sequence) -> list:
+        """Those of ``configure_optimizers``' optimisers that step in ``stage``: the target's, and
+        MINE's from stage 2 on."""
+        menet_opt, *others = optimizers
+        if STAGE_TARGETS[stage] == "menet":
+            return [menet_opt, *others[1:]]  # + MINE when present
+        idnet_opt, mine_opt = others
+        return [idnet_opt] if stage == 1 else [idnet_opt, mine_opt]
+
+    def stage_losses(self, stage: int, batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
+        """Logged terms (with the stage's loss, eq. 4/8/9, as 'loss') and the objective to descend."""
+        hp, frames = self.hparams, batch["frames"]
+        if STAGE_TARGETS[stage] == "menet":
+            out = self.menet(frames)
+            terms = {"ce": F.cross_entropy(out["logits"], batch["label"])}
+            loss = objective = terms["ce"]
+            if hp.use_div:
+                terms["div"] = divergence_loss(out["maps"])
+                loss = objective = loss + hp.lambda_div * terms["div"]
+            if self.idnet is not None and self.mine is not None:
+                with torch.no_grad():
+                    identity_features = self.idnet(frames)["features"]
+                terms["mi"] = self.mine(scale_gradient(out["features"], -hp.lambda_mi_menet), identity_features)
+                loss, objective = loss + hp.lambda_mi_menet * terms["mi"], objective - terms["mi"]
+            return {**terms, "loss": loss}, objective
+        assert self.idnet is not None and self.mine is not None
+        out = self.idnet(frames)
+        terms = {"ce_id": identity_cross_entropy(out["logits"], batch["identity"])}
+        if stage == 1:
+            return {**terms, "loss": terms["ce_id"]}, terms["ce_id"]
+        with torch.no_grad():
+            motion_features = self.menet(frames)["features"]
+        terms["mi"] = self.mine(motion_features, scale_gradient(out["features"], -hp.lambda_mi_idnet))
+        loss = terms["ce_id"] + hp.lambda_mi_idnet * terms["mi"]
+        return {**terms, "loss": loss}, terms["ce_id"] - terms["mi"]
+
+
+def identity_cross_entropy(logits: Tensor, identity: Tensor) -> Tensor:
+    """eq. 4 over the items with an identity class (>= 0); items marked -1 never reach the loss."""
+    known = identity >= 0
+    if not known.any():
+        return logits.sum() * 0
+    return F.cross_entropy(logits[known], identity[known])
+
+
+def _check_settings(num_frames: int, use_dao: bool, use_div: bool, use_idnet_mine: bool,
+                    stage_steps: Sequence[int], num_identities: int) -> None:
+    if len(stage_steps) != 4 or any(n < 0 for n in stage_steps):
+        raise MERError(f"stage_steps needs 4 non-negative iteration counts (Table 4), got {list(stage_steps)}")
+    if use_div and not use_dao:
+        raise MERError("use_div needs use_dao: the divergence loss (eq. 6) acts on DAO's attention maps")
+    if use_dao and num_frames < 2:
+        raise MERError(f"DAO needs num_frames >= 2 (T-1 attention branches), got {num_frames}")
+    if use_idnet_mine and num_identities < 2:
+        raise MERError(
+            f"use_idnet_mine needs num_identities >= 2 (the fold's training subjects), got {num_identities}; "
+            "it is linked from the datamodule's num_identities"
+        )

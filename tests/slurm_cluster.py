@@ -1,0 +1,182 @@
+"""A real single-node SLURM (munged + slurmctld + slurmd) started for the test session.
+
+Everything lives in one temporary directory: slurm.conf, cgroup.conf, the munge key and socket,
+state, spool and logs. The daemons run in the foreground as our children, so they are stopped by
+pid at the end, also when a test fails. Clients (sbatch, squeue, scontrol, and the jobs
+themselves) find this cluster through ``$SLURM_CONF``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
+INSTALL_HINT = "apt-get install slurm-wlm munge (as root), as .ci/run does"
+
+
+def missing_slurm() -> str | None:
+    """Why a cluster cannot be started here, or None when it can."""
+    missing = [name for name in DAEMONS + CLIENTS if shutil.which(name) is None
+               and not Path("/usr/sbin", name).exists()]
+    if missing:
+        return f"SLURM/munge not installed ({', '.join(missing)} not found): {INSTALL_HINT}"
+    if os.geteuid() != 0:
+        return "the single-node test cluster runs its daemons as root (SlurmUser=root); run the SLURM tests as root"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _daemon(name: str) -> str:
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+def write_config(root: Path, cpus: int) -> Path:
+    """slurm.conf + cgroup.conf + munge key for one node named after this host; returns slurm.conf."""
+    node = socket.gethostname().split(".")[0]
+    for folder in ("munge", "state", "spool", "log"):
+        (root / folder).mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = root / "munge" / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    conf = root / "slurm.conf"
+    conf.write_text(f"""\
+ClusterName=mertest
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={root}/munge/munge.socket
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/backfill
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=3600
+KillWait=2
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+""")
+    (root / "cgroup.conf").write_text("CgroupPlugin=autodetect\nIgnoreSystemd=yes\n")
+    return conf
+
+
+class SlurmCluster:
+    """Handle on the running cluster: its environment for clients and small query helpers."""
+
+    def __init__(self, root: Path, conf: Path) -> None:
+        self.root, self.conf = root, conf
+        self.env = {**os.environ, "SLURM_CONF": str(conf)}
+
+    def run(self, *command: str, stream: str = "stdout") -> str:
+        """A SLURM client command against this cluster; its stdout or stderr (raises on failure)."""
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}\n{self.logs()}")
+        return getattr(done, stream)
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job`` of one job (or array task ``A_i``) as a dict of its Key=Value fields."""
+        fields: dict[str, str] = {}
+        for token in self.run("scontrol", "show", "job", "-o", job_id).split():
+            key, _, value = token.partition("=")
+            fields.setdefault(key, value)
+        return fields
+
+    def array_tasks(self, array_id: str) -> dict[str, str]:
+        """State of every task of an array job: {'A_i': 'RUNNING', ...} (pending ranges expanded)."""
+        out = self.run("squeue", "-h", "-r", "-j", array_id, "-o", "%i %T")
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+    def wait_for(self, what: str, check, timeout: float, every: float = 1.0):
+        """Poll `check()` until it returns something truthy; fail with the daemons' logs after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = check()
+            if result:
+                return result
+            time.sleep(every)
+        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.logs()}")
+
+    def cancel_all(self) -> None:
+        """Cancel every job of this cluster and wait for them to end: a job step survives slurmd."""
+        self.run("scancel", "--user", "root")
+        try:
+            self.wait_for("the cancelled jobs to end", lambda: not self.run("squeue", "-h"), 30)
+        except TimeoutError:
+            pass  # the daemons are stopped anyway; what is left is reported by the failing test
+
+    def logs(self, lines: int = 15) -> str:
+        tails = []
+        for log in sorted((self.root / "log").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {log.name} (last {len(tail)} lines)\n" + "\n".join(tail))
+        return "\n".join(tails)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def slurm_cluster(root: Path, cpus: int = 2) -> Iterator[SlurmCluster]:
+    """Start munged, slurmctld and slurmd (foreground children, by pid); stop them by pid on exit."""
+    conf = write_config(root, cpus)
+    cluster = SlurmCluster(root, conf)
+    node = socket.gethostname().split(".")[0]
+    commands = [
+        [_daemon("munged"), "--foreground", "--force", f"--socket={root}/munge/munge.socket",
+         f"--key-file={root}/munge/munge.key", f"--pid-file={root}/munge/munged.pid",
+         f"--seed-file={root}/munge/munged.seed", f"--log-file={root}/log/munged.log"],
+        [_daemon("slurmctld"), "-D", "-i", "-f", str(conf)],
+        [_daemon("slurmd"), "-D", "-f", str(conf), "-N", node],
+    ]
+    started: list[subprocess.Popen] = []
+    try:
+        for command in commands:
+            out = open(root / "log" / f"{Path(command[0]).name}.stdout.log", "w")
+            started.append(subprocess.Popen(command, env=cluster.env, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL))
+            time.sleep(0.5)
+            if started[-1].poll() is not None:
+                raise RuntimeError(f"{command[0]} exited at start ({started[-1].returncode})\n{cluster.logs()}")
+        cluster.wait_for("the node to become idle", lambda: "idle" in cluster.run("sinfo", "-h", "-o", "%T"), 60)
+        yield cluster
+    finally:
+        if len(started) == len(commands) and all(process.poll() is None for process in started):
+            cluster.cancel_all()
+        for process in reversed(started):
+            _stop(process)
