@@ -45,7 +45,7 @@ def guarded(main: Callable[[], Any], resume: str = "rerun the same command to re
     except KeyboardInterrupt:
         interrupted(resume)
     except SystemExit as exit_:
-        if isinstance(exit_.__context__, KeyboardInterrupt):  # Lightning's trainer turns Ctrl-C into exit(1)
+        if exit_.code != 130 and isinstance(exit_.__context__, KeyboardInterrupt):  # Lightning: Ctrl-C -> exit(1)
             interrupted(resume)
         raise
     except Exception as err:

@@ -52,7 +52,7 @@ def run_loso(config_yaml: str, options: LosoOptions) -> dict[str, Any] | None:
         missing = missing_folds(run_dir, plan)
         print(f"\ninterrupted: {plan.n_folds - len(missing)} of {plan.n_folds} folds finished; a fold in training "
               f"resumes from its last finished epoch. Finish with: {finish_command(run_dir, plan, missing)}")
-        raise
+        raise SystemExit(130) from None
     if not is_rank_zero():  # the other ranks of a multi-device fold: rank 0 reports and pools
         return None
     missing = missing_folds(run_dir, plan)

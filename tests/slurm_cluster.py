@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
 INSTALL_HINT = "apt-get install slurm-wlm munge (as root), as .ci/run does"
@@ -44,9 +46,14 @@ def _daemon(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
+def node_name() -> str:
+    """This host's short name: slurmctld and slurmd only run where the config names them."""
+    return socket.gethostname().split(".")[0]
+
+
 def write_config(root: Path, cpus: int) -> Path:
     """slurm.conf + cgroup.conf + munge key for one node named after this host; returns slurm.conf."""
-    node = socket.gethostname().split(".")[0]
+    node = node_name()
     for folder in ("munge", "state", "spool", "log"):
         (root / folder).mkdir(mode=0o700, parents=True, exist_ok=True)
     key = root / "munge" / "munge.key"
@@ -110,12 +117,7 @@ class SlurmCluster:
             fields.setdefault(key, value)
         return fields
 
-    def array_tasks(self, array_id: str) -> dict[str, str]:
-        """State of every task of an array job: {'A_i': 'RUNNING', ...} (pending ranges expanded)."""
-        out = self.run("squeue", "-h", "-r", "-j", array_id, "-o", "%i %T")
-        return dict(line.split() for line in out.splitlines() if line.strip())
-
-    def wait_for(self, what: str, check, timeout: float, every: float = 1.0):
+    def wait_for(self, what: str, check: Callable[[], T], timeout: float, every: float = 1.0) -> T:
         """Poll `check()` until it returns something truthy; fail with the daemons' logs after `timeout` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -156,20 +158,19 @@ def slurm_cluster(root: Path, cpus: int = 2) -> Iterator[SlurmCluster]:
     """Start munged, slurmctld and slurmd (foreground children, by pid); stop them by pid on exit."""
     conf = write_config(root, cpus)
     cluster = SlurmCluster(root, conf)
-    node = socket.gethostname().split(".")[0]
     commands = [
         [_daemon("munged"), "--foreground", "--force", f"--socket={root}/munge/munge.socket",
          f"--key-file={root}/munge/munge.key", f"--pid-file={root}/munge/munged.pid",
          f"--seed-file={root}/munge/munged.seed", f"--log-file={root}/log/munged.log"],
         [_daemon("slurmctld"), "-D", "-i", "-f", str(conf)],
-        [_daemon("slurmd"), "-D", "-f", str(conf), "-N", node],
+        [_daemon("slurmd"), "-D", "-f", str(conf), "-N", node_name()],
     ]
     started: list[subprocess.Popen] = []
     try:
         for command in commands:
-            out = open(root / "log" / f"{Path(command[0]).name}.stdout.log", "w")
-            started.append(subprocess.Popen(command, env=cluster.env, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL))
+            with open(root / "log" / f"{Path(command[0]).name}.stdout.log", "w") as out:
+                started.append(subprocess.Popen(command, env=cluster.env, stdout=out, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL))
             time.sleep(0.5)
             if started[-1].poll() is not None:
                 raise RuntimeError(f"{command[0]} exited at start ({started[-1].returncode})\n{cluster.logs()}")

@@ -113,6 +113,21 @@ def interrupts_as_keyboard_interrupt(trainer: L.Trainer) -> Iterator[None]:
         raise KeyboardInterrupt from None
 
 
+@contextlib.contextmanager
+def lightning_answers_requeue() -> Iterator[None]:
+    """While a Trainer runs, Lightning's SLURM handler answers USR1 (it installs itself only over the
+    default handler); before and after, the executor's own handler does (local.requeue_between_folds)."""
+    previous = signal.getsignal(signal.SIGUSR1)
+    if not callable(previous):
+        yield
+        return
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan | None = None) -> None:
     """Train fold `k` of the run in `run_dir` (resuming its last epoch-end checkpoint), predict, save."""
     plan = plan or RunPlan.load(run_dir)
@@ -133,11 +148,11 @@ def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan 
         train_batches = math.ceil(len(datamodule.split()["train"]) / datamodule.batch_size)
         trainer.log_every_n_steps = max(1, min(50, train_batches))
     try:
-        with interrupts_as_keyboard_interrupt(trainer), deliberate_environment():
+        with interrupts_as_keyboard_interrupt(trainer), deliberate_environment(), lightning_answers_requeue():
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
         for stale in paths.dir.glob("hpc_ckpt_*.ckpt"):  # a requeue signal during fit: predict must not load it
             stale.unlink(missing_ok=True)
-        with interrupts_as_keyboard_interrupt(trainer), deliberate_environment():
+        with interrupts_as_keyboard_interrupt(trainer), deliberate_environment(), lightning_answers_requeue():
             batches = trainer.predict(model, datamodule=datamodule)
     finally:
         if plan.wandb != "disabled":

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import subprocess
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ def fold_bar(folds: list[int], done: int) -> tqdm:
 
 def run_sequential(run_dir: Path, plan: RunPlan, folds: list[int]) -> None:
     """Every fold in this process, one after another."""
+    requeue_between_folds()
     todo = [k for k in folds if not FoldPaths(run_dir, k).done()]
     with fold_bar(folds, len(folds) - len(todo)) as bar:
         for k in todo:
@@ -141,6 +143,21 @@ def stop(running: dict[str, tuple[BaseProcess, int]]) -> None:
         if process.exitcode is None:
             process.kill()
             process.join()
+
+
+def requeue_between_folds() -> None:
+    """Under SLURM, a USR1 that arrives between two folds (no Trainer, so no Lightning handler) requeues
+    the task as Lightning's handler would; while a Trainer runs, Lightning's handler answers it
+    (job.lightning_answers_requeue)."""
+    if not on_slurm():
+        return
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job_id = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ["SLURM_JOB_ID"]
+
+    def requeue(signum: int, frame: object) -> None:
+        subprocess.run(["scontrol", "requeue", job_id], check=False)
+
+    signal.signal(signal.SIGUSR1, requeue)
 
 
 def survive_requeue_signal() -> None:

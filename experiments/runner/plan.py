@@ -106,6 +106,10 @@ def check_options(config: dict[str, Any], options: LosoOptions) -> None:
     if parallel and trainer.get("devices") not in (1, "1", None, "auto"):
         raise MERError(f"--devices/--workers run one fold per device, but the config sets trainer.devices "
                        f"{trainer.get('devices')}; add --trainer.devices 1 or run folds one at a time")
+    if options.launcher == "slurm":
+        from .slurm import check_launch
+
+        check_launch(options)
 
 
 def default_threads(options: LosoOptions) -> int:

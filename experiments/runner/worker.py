@@ -6,7 +6,8 @@
 RUN_DIR must have been planned by ``mer loso`` (config.yaml + run.json). Without a selection the
 run's selected folds are run; ``--task-index I --folds-per-task K`` takes the I-th chunk of K of
 them. Under SLURM (``SLURM_JOB_ID`` set) every fold's Trainer uses Lightning's SLURM environment
-with auto-requeue on SIGUSR1. ``--aggregate`` pools the run afterwards when every fold is done.
+with auto-requeue on SIGUSR1. ``--aggregate`` pools the run afterwards when every fold is done;
+``--aggregate`` alone (no selection) only pools, or names the missing folds: the aggregation job.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def worker_main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.aggregate and args.folds is None and args.task_index is None:
+        if aggregate(args.run_dir) is None:
+            sys.exit(1)  # the aggregation job shows FAILED when folds are missing (it names them)
+        return
     plan = RunPlan.load(args.run_dir)
     if args.task_index is not None:
         folds = task_folds(plan, args.task_index, args.folds_per_task)
@@ -59,6 +64,6 @@ def worker_main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from ..cli import guarded
+    from ..command_line import guarded
 
     guarded(worker_main)
