@@ -4,7 +4,9 @@ with a reason on a user's clone and FAIL when CI is set."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -63,3 +65,15 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Pa
     path = tmp_path_factory.mktemp("configs") / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def run_in_process(main: Callable[[list[str]], Any], argv: list[str],
+                   capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run a command's main function on `argv` in this process: (exit code, stdout, stderr)."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

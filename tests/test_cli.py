@@ -15,6 +15,7 @@ import yaml
 
 from experiments.cli import FOLD_RESUME, SUBCOMMANDS, lightning_main, mer_main
 from experiments.lightning_cli import make_cli
+from tests.conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -43,15 +44,6 @@ def run(command: str, *args: str, env: dict[str, str] | None = None) -> subproce
     return subprocess.run([str(BIN / command), *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, **(env or {})})
 
-
-def in_process(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, stderr: str) -> str:
@@ -85,7 +77,7 @@ def test_fold_999_prints_exactly_the_error(small_synthetic: list[str]):
 
 def test_missing_checkpoint_is_one_line_naming_it(tmp_path: Path, capsys):
     missing = tmp_path / "epoch=3.ckpt"
-    code, _, err = in_process(lightning_main, ["test", "--config", str(ROOT / "configs/medn/synthetic.yaml"),
+    code, _, err = run_in_process(lightning_main, ["test", "--config", str(ROOT / "configs/medn/synthetic.yaml"),
                                                "--ckpt_path", str(missing)], capsys)
     assert one_line_error(code, err) == f"error: checkpoint not found: {missing} (--ckpt_path takes a .ckpt file, 'best' or 'last')"
 
@@ -95,13 +87,13 @@ def test_wrong_config_key_is_one_line(tmp_path, capsys):
     config["model"]["init_args"]["learning_rate"] = 0.1
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
-    code, _, err = in_process(mer_main, ["loso", "--config", str(path), "--output", str(tmp_path / "out")], capsys)
+    code, _, err = run_in_process(mer_main, ["loso", "--config", str(path), "--output", str(tmp_path / "out")], capsys)
     assert "learning_rate" in one_line_error(code, err)
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_data_path_is_one_line(tmp_path, capsys):
-    code, _, err = in_process(mer_main, ["loso", "--config", "configs/ststnet/megc2019_cde.yaml", "--data.init_args.root",
+    code, _, err = run_in_process(mer_main, ["loso", "--config", "configs/ststnet/megc2019_cde.yaml", "--data.init_args.root",
                                          str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")], capsys)
     line = one_line_error(code, err)
     assert "label list not found" in line and "nowhere" in line
@@ -109,7 +101,7 @@ def test_missing_data_path_is_one_line(tmp_path, capsys):
 
 
 def test_fold_out_of_range_is_one_line(cde_root, tmp_path, capsys):
-    code, _, err = in_process(mer_main, ["fit", "--config", "configs/ststnet/megc2019_cde.yaml",
+    code, _, err = run_in_process(mer_main, ["fit", "--config", "configs/ststnet/megc2019_cde.yaml",
                                          "--data.init_args.root", str(cde_root), "--data.init_args.fold", "99",
                                          "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path)], capsys)
     line = one_line_error(code, err)
@@ -117,7 +109,7 @@ def test_fold_out_of_range_is_one_line(cde_root, tmp_path, capsys):
 
 
 def test_loso_without_config_names_what_is_missing(capsys):
-    code, _, err = in_process(mer_main, ["loso"], capsys)
+    code, _, err = run_in_process(mer_main, ["loso"], capsys)
     line = one_line_error(code, err)
     assert "required" in line and "model" in line and "data" in line
 
@@ -133,12 +125,12 @@ def test_mer_help_lists_every_subcommand_without_importing_torch():
 
 
 def test_unknown_subcommand_lists_all_of_them(capsys):
-    line = one_line_error(*in_process(mer_main, ["lsoo"], capsys)[::2])
+    line = one_line_error(*run_in_process(mer_main, ["lsoo"], capsys)[::2])
     assert "'lsoo'" in line and all(f"'{name}'" in line for name in SUBCOMMANDS)
 
 
 def test_loso_usage_lists_the_runner_options(capsys):
-    code, out, _ = in_process(mer_main, ["loso", "--help"], capsys)
+    code, out, _ = run_in_process(mer_main, ["loso", "--help"], capsys)
     assert code == 0 and out.startswith("usage: mer loso")
     for option in ("--config", "--trainer.max_epochs", "--folds FOLDS", "--output", "--workers", "--devices",
                    "--launcher {local,slurm}", "--dry-run", "--aggregate-only", "--wandb-project"):

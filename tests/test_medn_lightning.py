@@ -64,6 +64,11 @@ ABLATIONS = {
     "ResNet-34 (VII)": ({"motion_backbone": "resnet34"}, {"motion": ("ResNet", 34)}),
     # the real ViT-B/16 (85 M parameters, a few seconds); a tiny one trains in test_medn_equations
     "ViT-B/16 (VII)": ({"motion_backbone": "vit_b16"}, {"motion": ("ViT", 16, 768, 12, 12)}),
+    # the ViT's size set through the LightningModule (as a config would)
+    "small ViT (VII, our size)": (
+        {"motion_backbone": "vit_b16", "vit_patch_size": 8, "vit_width": 32, "vit_depth": 2, "vit_heads": 4},
+        {"motion": ("ViT", 8, 32, 2, 4)},
+    ),
 }
 
 

@@ -26,6 +26,7 @@ from datamodules.databases.per_database import DATAMODULES
 from datamodules.preprocessing import TVL1Settings
 from experiments.cli import mer_main
 from datamodules.errors import MERError
+from tests.conftest import run_in_process
 from tests.release_replica import Replica, write_replica
 
 DATASETS = ("casme2", "samm", "smic", "casme3", "dfme", "mmew")
@@ -141,13 +142,7 @@ def write_config(path: Path, replica: Replica, dataset: str, cache_dir: Path, **
 
 
 def run_mer(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        mer_main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_in_process(mer_main, args, capsys)
 
 
 def test_check_only_and_preview(replicas: dict[str, Replica], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

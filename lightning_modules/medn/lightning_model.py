@@ -25,7 +25,9 @@ class MEDN(WeightedLossMixin, MERClassifier):
     Args:
         num_classes, num_aus, num_identities: linked from the datamodule (identities unused).
         motion_backbone, flow_channels, image_size, seq_len, patch_size, embed_dim, depth,
-            num_heads, mlp_ratio, sparse_rates, fusion, dropout: see :class:`MEDNModel`.
+            num_heads, mlp_ratio, sparse_rates, fusion, dropout, vit_patch_size, vit_width, vit_depth,
+            vit_heads: see :class:`MEDNModel` (the ``vit_*`` set the size of the ``vit_b16`` motion
+            backbone; ViT-B/16's 16/768/12/12 by default).
         lambda_au: weight of the AU loss (eq. 16).
         lambda_orth: weight of the orthogonal loss (eq. 16).
         focal_gamma: γ of the focal loss (2 in the paper).
@@ -52,6 +54,10 @@ class MEDN(WeightedLossMixin, MERClassifier):
         sparse_rates: Sequence[int] = (1, 2, 4, 8),
         fusion: Fusion = "cofm",
         dropout: float = 0.1,
+        vit_patch_size: int = 16,
+        vit_width: int = 768,
+        vit_depth: int = 12,
+        vit_heads: int = 12,
         lambda_au: float = 1.0,
         lambda_orth: float = 1.0,
         focal_gamma: float = 2.0,
@@ -65,6 +71,7 @@ class MEDN(WeightedLossMixin, MERClassifier):
         self.model = MEDNModel(
             num_classes, num_aus, motion_backbone, flow_channels, image_size, seq_len, patch_size,
             embed_dim, depth, num_heads, mlp_ratio, tuple(sparse_rates), fusion, dropout,
+            vit_patch_size=vit_patch_size, vit_width=vit_width, vit_depth=vit_depth, vit_heads=vit_heads,
         )  # fmt: skip
 
     @property
