@@ -37,9 +37,14 @@ def finish_command(run_dir: Path, plan: RunPlan, folds: list[int]) -> str:
     return shlex.join(command)
 
 
+SHOWN_MISSING = 8  # folds named in the message; the finish command covers them all
+
+
 def describe_missing(run_dir: Path, plan: RunPlan, missing: list[int]) -> str:
     """'6 of 8 folds finished ...; still to do: fold 3 (subject 04), ...; finish with: mer loso ...'."""
-    names = ", ".join(plan.fold_name(k) for k in missing)
+    names = ", ".join(plan.fold_name(k) for k in missing[:SHOWN_MISSING])
+    if len(missing) > SHOWN_MISSING:
+        names += f" and {len(missing) - SHOWN_MISSING} more"
     return (f"{plan.n_folds - len(missing)} of {plan.n_folds} folds finished in {run_dir}; still to do: {names}. "
             f"Pooled metrics are written once all are done; finish with: {finish_command(run_dir, plan, missing)}")
 
