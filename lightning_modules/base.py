@@ -100,7 +100,7 @@ class MERClassifier(L.LightningModule, ABC):
     def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
         outputs = self(batch)
         metrics.update(outputs["logits"], batch["label"])
-        self.log(f"{stage}/loss", self.evaluation_loss(batch, outputs), on_epoch=True, batch_size=len(batch["label"]))
+        self.log(f"{stage}/loss", self.evaluation_loss(batch, outputs), on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -140,6 +140,6 @@ class WeightedLossMixin(ABC):
         terms = self.loss_terms(batch, self(batch))
         loss = self.total_loss(terms)
         size = len(batch["label"])
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=size)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
         return loss

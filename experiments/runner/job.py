@@ -145,7 +145,7 @@ def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan 
     if not datamodule.val_subjects:  # no inner validation split: no validation loop (nor its empty-loader warning)
         trainer.limit_val_batches = 0
     if (plan.config.get("trainer") or {}).get("log_every_n_steps") is None:  # a log row every epoch at least
-        train_batches = math.ceil(len(datamodule.split()["train"]) / datamodule.batch_size)
+        train_batches = math.ceil(len(datamodule.split()["train"]) / (datamodule.batch_size * trainer.world_size))
         trainer.log_every_n_steps = max(1, min(50, train_batches))
     try:
         with interrupts_as_keyboard_interrupt(trainer), deliberate_environment(), lightning_answers_requeue():

@@ -27,7 +27,7 @@ from datamodules.errors import MERError
 from .folds import FoldPaths
 from ..lightning_cli import on_slurm
 from .job import run_fold
-from .plan import RunPlan, parse_devices
+from .plan import RunPlan, is_rank_zero, parse_devices
 
 ATTEMPTS = 2  # a crashed fold is retried once
 
@@ -48,7 +48,8 @@ def make_slots(devices: str | None, folds_per_device: int, workers: int) -> list
 
 
 def fold_bar(folds: list[int], done: int) -> tqdm:
-    return tqdm(total=len(folds), initial=done, desc="folds", unit="fold", dynamic_ncols=True)
+    """The progress bar over folds; shown by rank 0 only (a DDP fold's other ranks run the same loop)."""
+    return tqdm(total=len(folds), initial=done, desc="folds", unit="fold", dynamic_ncols=True, disable=not is_rank_zero())
 
 
 def run_sequential(run_dir: Path, plan: RunPlan, folds: list[int]) -> None:

@@ -145,7 +145,7 @@ class Xie2022(MERClassifier):
             self.trainer.should_stop = True
         size = len(batch["frames"])
         self.log("train/stage", float(stage), on_step=True, on_epoch=False, batch_size=size)
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=size)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
 
     def set_modes(self, target: str) -> None:
         """Target branch and MINE in training mode; the frozen branch in eval mode (BN stats fixed)."""
