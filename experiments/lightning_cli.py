@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -102,7 +103,20 @@ class MERCLI(LightningCLI):
         kwargs.setdefault("plugins", with_cluster_environment(config.get("plugins")))
         if config.get("logger") in (None, True) and not config.get("barebones"):
             kwargs.setdefault("logger", CSVLogger(save_dir=config.get("default_root_dir") or os.getcwd()))
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        fit_loops_to_fold(trainer, self.datamodule, config)
+        return trainer
+
+
+def fit_loops_to_fold(trainer: Trainer, datamodule: LOSODataModule, trainer_config: dict[str, Any]) -> None:
+    """Loop settings that follow from the fold, where the config leaves them to Lightning: no
+    validation loop without an inner validation split (nor Lightning's empty-loader warning), and a
+    log row every epoch at least (``log_every_n_steps`` at most the batches of an epoch per rank)."""
+    if not datamodule.val_subjects and trainer_config.get("limit_val_batches") is None:
+        trainer.limit_val_batches = 0
+    if trainer_config.get("log_every_n_steps") is None:
+        batches = math.ceil(len(datamodule.split()["train"]) / (datamodule.batch_size * trainer.world_size))
+        trainer.log_every_n_steps = max(1, min(50, batches))
 
 
 def make_cli(args: list[str] | dict[str, Any] | None, run: bool = True, prog: str | None = None,

@@ -11,7 +11,6 @@ predictions atomically, which marks the fold done.
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -142,11 +141,6 @@ def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan 
         callbacks.append(FoldStatus(k, report))
     cli = instantiate(fold_config(plan, run_dir, k), callbacks)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    if not datamodule.val_subjects:  # no inner validation split: no validation loop (nor its empty-loader warning)
-        trainer.limit_val_batches = 0
-    if (plan.config.get("trainer") or {}).get("log_every_n_steps") is None:  # a log row every epoch at least
-        train_batches = math.ceil(len(datamodule.split()["train"]) / (datamodule.batch_size * trainer.world_size))
-        trainer.log_every_n_steps = max(1, min(50, train_batches))
     try:
         with interrupts_as_keyboard_interrupt(trainer), deliberate_environment(), lightning_answers_requeue():
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
