@@ -92,6 +92,9 @@ class MERCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         ckpt_path = self.config.get(str(self.subcommand), Namespace()).get("ckpt_path")
+        if self.subcommand in ("test", "predict") and not ckpt_path:
+            raise MERError(f"{self.subcommand} needs --ckpt_path FILE (e.g. a fold's folds/fold_003/last.ckpt); "
+                           "without it the model's untrained weights would be evaluated")
         if ckpt_path and ckpt_path.split(":")[0] not in SPECIAL_CHECKPOINTS and "://" not in ckpt_path \
                 and not Path(ckpt_path).is_file():
             raise MERError(f"checkpoint not found: {ckpt_path} (--ckpt_path takes a .ckpt file, 'best' or 'last')")

@@ -82,6 +82,13 @@ def test_missing_checkpoint_is_one_line_naming_it(tmp_path: Path, capsys):
     assert one_line_error(code, err) == f"error: checkpoint not found: {missing} (--ckpt_path takes a .ckpt file, 'best' or 'last')"
 
 
+@pytest.mark.parametrize("subcommand", ["test", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused(subcommand, capsys):
+    """Without --ckpt_path Lightning would evaluate the freshly initialised weights, silently."""
+    code, _, err = run_in_process(lightning_main, [subcommand, "--config", str(ROOT / "configs/medn/synthetic.yaml")], capsys)
+    assert one_line_error(code, err).startswith(f"error: {subcommand} needs --ckpt_path FILE")
+
+
 def test_wrong_config_key_is_one_line(tmp_path, capsys):
     config = yaml.safe_load((ROOT / "configs/ststnet/megc2019_cde.yaml").read_text())
     config["model"]["init_args"]["learning_rate"] = 0.1
