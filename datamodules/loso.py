@@ -85,6 +85,7 @@ class LOSODataModule(L.LightningDataModule, ABC):
         self.num_workers = num_workers
         self.split_seed = split_seed
         self._table: pd.DataFrame | None = None
+        self._fold_plans: dict[tuple[int | None, int], list[tuple[str, ...]]] = {}  # (k_folds, split_seed) -> plan
         self.datasets: dict[str, Dataset] = {}
 
     # -- what a concrete data source provides -------------------------------------------------
@@ -129,19 +130,30 @@ class LOSODataModule(L.LightningDataModule, ABC):
         return self._table
 
     @property
+    def row_subjects(self) -> np.ndarray:
+        """The subject id (text) of every table row."""
+        return self.table["subject"].astype(str).to_numpy()
+
+    @property
     def subjects(self) -> list[str]:
         """All subjects, naturally sorted."""
-        return sorted(self.table["subject"].astype(str).unique(), key=natural_key)
+        return sorted(set(self.row_subjects), key=natural_key)
 
     def fold_plan(self) -> list[list[str]]:
-        """The test subjects of every fold, fold by fold."""
+        """The test subjects of every fold, fold by fold (computed once per k_folds and split_seed)."""
+        key = (self.k_folds, self.split_seed)
+        if key not in self._fold_plans:
+            self._fold_plans[key] = [tuple(fold) for fold in self._compute_fold_plan()]
+        return [list(fold) for fold in self._fold_plans[key]]
+
+    def _compute_fold_plan(self) -> list[list[str]]:
         subjects = self.subjects
         if self.k_folds is None:
             return [[subject] for subject in subjects]
         if isinstance(self.k_folds, bool) or not isinstance(self.k_folds, int) or not 2 <= self.k_folds <= len(subjects):
             raise MERError(f"k_folds={self.k_folds!r} is invalid: use 2..{len(subjects)} (this dataset has "
                            f"{len(subjects)} subjects) or null for leave-one-subject-out")
-        counts = self.table["subject"].astype(str).value_counts()
+        counts = pd.Series(self.row_subjects).value_counts()
         return balanced_subject_folds({s: int(counts[s]) for s in subjects}, self.k_folds, self.split_seed)
 
     @property
@@ -183,7 +195,7 @@ class LOSODataModule(L.LightningDataModule, ABC):
 
     def split(self) -> dict[str, np.ndarray]:
         """Row positions of train / val / test for the selected fold."""
-        subject_of = self.table["subject"].astype(str).to_numpy()
+        subject_of = self.row_subjects
         fold = self.fold_index
         test = self.fold_test_subjects(fold)
         train_subjects = [s for s in self.subjects if s not in test]
@@ -202,24 +214,29 @@ class LOSODataModule(L.LightningDataModule, ABC):
     @property
     def identity_subjects(self) -> list[str]:
         """The subjects the model trains on in the selected fold (naturally sorted): identity classes."""
-        subject_of = self.table["subject"].astype(str).to_numpy()
-        return sorted(set(subject_of[self.split()["train"]]), key=natural_key)
+        return self._identity_subjects(self.split())
+
+    def _identity_subjects(self, split: dict[str, np.ndarray]) -> list[str]:
+        return sorted(set(self.row_subjects[split["train"]]), key=natural_key)
 
     @property
     def num_identities(self) -> int:
         """Number of identity classes: the training subjects of the selected fold (never a test subject)."""
         return len(self.identity_subjects)
 
-    def identities(self, rows: np.ndarray) -> np.ndarray:
-        """Identity label of each row: its subject's index among `identity_subjects`, -1 for other subjects."""
-        index = {subject: i for i, subject in enumerate(self.identity_subjects)}
-        subject_of = self.table["subject"].astype(str).to_numpy()
-        return np.array([index.get(subject_of[row], -1) for row in np.asarray(rows)], dtype=np.int64)
+    def identities(self, rows: np.ndarray, split: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Identity label of each row: its subject's index among `identity_subjects`, -1 for other subjects.
+        `split`: this fold's split() when the caller already has it."""
+        classes = self._identity_subjects(self.split() if split is None else split)
+        index = {subject: i for i, subject in enumerate(classes)}
+        return np.array([index.get(subject, -1) for subject in self.row_subjects[np.asarray(rows, dtype=np.int64)]],
+                        dtype=np.int64)
 
     # -- Lightning hooks -----------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        self.datasets = {name: WithIdentity(self.make_dataset(rows), rows, self.identities(rows))
-                         for name, rows in self.split().items()}
+        split = self.split()
+        self.datasets = {name: WithIdentity(self.make_dataset(rows), rows, self.identities(rows, split))
+                         for name, rows in split.items()}
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         return DataLoader(

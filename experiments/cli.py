@@ -60,27 +60,26 @@ def mer_parser(selected: str | None) -> ArgumentParser:
     return parser
 
 
-def lightning_main(argv: list[str] | None = None) -> None:
-    """The `lightning` command; `argv` only when called from Python (else LightningCLI reads sys.argv)."""
+def run_lightning(argv: list[str] | None, prog: str) -> None:
+    """LightningCLI's fit/validate/test/predict on `argv` (None: LightningCLI reads sys.argv)."""
     from .lightning_cli import deliberate_environment, make_cli
 
-    def main() -> None:
-        with deliberate_environment():
-            make_cli(argv, prog="lightning")
+    with deliberate_environment():
+        make_cli(argv, prog=prog)
 
-    guarded(main, FOLD_RESUME)
+
+def lightning_main(argv: list[str] | None = None) -> None:
+    """The `lightning` command; `argv` only when called from Python (else LightningCLI reads sys.argv)."""
+    guarded(lambda: run_lightning(argv, "lightning"), FOLD_RESUME)
 
 
 def mer_main(argv: list[str] | None = None) -> None:
     """The `mer` command; `argv` only when called from Python (else read from sys.argv)."""
     args = (sys.argv[1:] if argv is None else argv) or ["--help"]
-    name = args[0] if args and args[0] in SUBCOMMANDS else None
+    name = args[0] if args[0] in SUBCOMMANDS else None
     if name in LIGHTNING_SUBCOMMANDS:
-        from .lightning_cli import deliberate_environment, make_cli
-
         def main() -> None:
-            with deliberate_environment():
-                make_cli(argv, prog="mer")
+            run_lightning(argv, "mer")
     elif name == "loso":
         def main() -> None:
             run_loso_command(args[1:])

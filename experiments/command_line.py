@@ -71,17 +71,16 @@ def parameter_help(component: Any) -> dict[str, str]:
 
 def add_signature_options(parser: ArgumentParser, component: type, skip: Iterable[str] = (),
                           aliases: Mapping[str, str] = {}, overrides_only: bool = False,
-                          nested_key: str | None = None) -> list[str]:
+                          nested_key: str | None = None) -> None:
     """One ``--dashed-name`` option per ``__init__`` parameter of `component` (a class or dataclass),
     typed and documented as its signature and docstring say; a boolean is also a bare flag.
 
     `aliases` gives a parameter a shorter option name. With `overrides_only` every option defaults to
     None (= not given, the signature's default shown in the help) so that it can override a config.
-    Values are parsed into `nested_key` (e.g. ``args.data.root``) if given. Returns the parameter names.
+    Values are parsed into `nested_key` (e.g. ``args.data.root``) if given.
     """
     hints = get_type_hints(component.__init__)
     helps = parameter_help(component)
-    added = []
     for name, param in inspect.signature(component.__init__).parameters.items():
         if name == "self" or name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
@@ -93,5 +92,3 @@ def add_signature_options(parser: ArgumentParser, component: type, skip: Iterabl
         flag = {"nargs": "?", "const": True} if kind is bool else {}
         parser.add_argument(f"--{aliases.get(name, name).replace('_', '-')}", dest=f"{nested_key}.{name}" if nested_key else name, default=default, help=text,
                             type=Optional[kind] if overrides_only else kind, **flag)
-        added.append(name)
-    return added

@@ -69,11 +69,10 @@ class MINE(nn.Module):
 
     @torch.no_grad()
     def _update_ema(self, log_mean_exp: Tensor) -> None:
-        if torch.isnan(self.log_ema):
-            self.log_ema.copy_(log_mean_exp)
-        else:
-            decayed = self.log_ema + math.log1p(-self.ema_rate)
-            self.log_ema.copy_(torch.logaddexp(decayed, log_mean_exp + math.log(self.ema_rate)))
+        """The first batch (buffer NaN) sets the average; chosen on the device, no host sync."""
+        decayed = self.log_ema + math.log1p(-self.ema_rate)
+        updated = torch.logaddexp(decayed, log_mean_exp + math.log(self.ema_rate))
+        self.log_ema.copy_(torch.where(torch.isnan(self.log_ema), log_mean_exp, updated))
 
 
 class _ScaleGradient(torch.autograd.Function):

@@ -3,6 +3,7 @@ mid-stage, identity classes of the fold's training subjects only, the synthetic 
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ from datamodules.datasets import TensorDictDataset
 from datamodules.errors import MERError
 from lightning_modules import Xie2022
 from lightning_modules.xie2022.lightning_model import identity_cross_entropy
-from lightning_modules.xie2022.torch_model import IDNET_LAYOUT, MENET_LAYOUT, idnet, menet
+from lightning_modules.xie2022.torch_model import (
+    IDNET_LAYOUT, MENET_LAYOUT, DiverseAttention, FrameSelfAttention, idnet, menet,
+)
 from losses import divergence_loss
 from tests.conftest import TINY_SYNTHETIC
 
@@ -79,6 +82,38 @@ def test_inputs_are_resized_inside_the_model_and_grey_is_an_option():
     net.backbone.stem.register_forward_hook(lambda m, i, o: seen.update(input=i[0].shape))
     net(torch.randint(0, 256, (2, 4, 3, 50, 50), dtype=torch.uint8))
     assert seen["input"] == (2, 1, 4, 32, 32)
+
+
+def _softmax_by_hand(scores: list[list[float]]) -> list[list[float]]:
+    total = sum(math.exp(v) for row in scores for v in row)
+    return [[math.exp(v) / total for v in row] for row in scores]
+
+
+def test_eq_1_maps_and_dao_branches_by_hand():
+    """eq. 1 (softmax over H·W of the channel mean) per frame for IDNet; DAO: eq. 1 on frame 0,
+    softmax of a 1×1 conv (w·x + b) on frames 1..T-1; features re-weighted by map × H·W."""
+    b_, c_, t_, h_, w_ = 2, 3, 4, 2, 3
+    features = torch.randn(b_, c_, t_, h_, w_, generator=torch.Generator().manual_seed(0))
+    dao = DiverseAttention(c_, t_)
+    with torch.no_grad():
+        for module in (FrameSelfAttention(), dao):
+            out, maps = module(features)
+            for b in range(b_):
+                for t in range(t_):
+                    x = features[b, :, t].tolist()  # [c][i][j]
+                    if module is dao and t > 0:
+                        conv = dao.branches[t - 1]
+                        weight, bias = conv.weight.flatten().tolist(), conv.bias.item()
+                        scores = [[sum(weight[c] * x[c][i][j] for c in range(c_)) + bias for j in range(w_)] for i in range(h_)]
+                    else:
+                        scores = [[sum(x[c][i][j] for c in range(c_)) / c_ for j in range(w_)] for i in range(h_)]
+                    expected = _softmax_by_hand(scores)
+                    for i in range(h_):
+                        for j in range(w_):
+                            assert maps[b, t, i, j].item() == pytest.approx(expected[i][j], rel=1e-5)
+                            for c in range(c_):
+                                want = x[c][i][j] * expected[i][j] * h_ * w_
+                                assert out[b, c, t, i, j].item() == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
 def test_identity_loss_ignores_items_without_an_identity():

@@ -125,8 +125,9 @@ def _read_records(database: Database, paths: list[Path], fold_side: bool,
     for path in paths:
         sheet = read_sheet(path, FIELD_ALIASES["subject"])
         positions = sheet.column_positions(wanted, set(required) - {"apex"})
-        _check_clip_names(database, path, [cell_text(cells["clip"]) for _, cells in sheet.rows(positions)])
-        for row, cells in sheet.rows(positions):
+        rows = list(sheet.rows(positions))
+        _check_clip_names(database, path, [cell_text(cells["clip"]) for _, cells in rows])
+        for row, cells in rows:
             result = read_row(database, cells, path.name, row, fold_side, fold_intensity)
             if isinstance(result, RowIssue):
                 issues.append(result)

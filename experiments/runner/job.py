@@ -127,6 +127,14 @@ def lightning_answers_requeue() -> Iterator[None]:
         signal.signal(signal.SIGUSR1, previous)
 
 
+@contextlib.contextmanager
+def trainer_call(trainer: L.Trainer) -> Iterator[None]:
+    """Around each Trainer call of a fold: Ctrl-C as KeyboardInterrupt, the deliberate cluster
+    environment, and Lightning's handler answering SLURM's requeue signal."""
+    with interrupts_as_keyboard_interrupt(trainer), deliberate_environment(), lightning_answers_requeue():
+        yield
+
+
 def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan | None = None) -> None:
     """Train fold `k` of the run in `run_dir` (resuming its last epoch-end checkpoint), predict, save."""
     plan = plan or RunPlan.load(run_dir)
@@ -142,11 +150,11 @@ def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan 
     cli = instantiate(fold_config(plan, run_dir, k), callbacks)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     try:
-        with interrupts_as_keyboard_interrupt(trainer), deliberate_environment(), lightning_answers_requeue():
+        with trainer_call(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
         for stale in paths.dir.glob("hpc_ckpt_*.ckpt"):  # a requeue signal during fit: predict must not load it
             stale.unlink(missing_ok=True)
-        with interrupts_as_keyboard_interrupt(trainer), deliberate_environment(), lightning_answers_requeue():
+        with trainer_call(trainer):
             batches = trainer.predict(model, datamodule=datamodule)
     finally:
         if plan.wandb != "disabled":

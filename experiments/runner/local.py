@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from datamodules.errors import MERError
 
-from .folds import FoldPaths
 from ..lightning_cli import on_slurm
+from .folds import FoldPaths
 from .job import run_fold
 from .plan import RunPlan, is_rank_zero, parse_devices
 

@@ -103,9 +103,11 @@ class Xie2022(MERClassifier):
         return frozenset({"frames", "identity"} if self.idnet is not None else {"frames"})
 
     # -- schedule --------------------------------------------------------------------------------
-    def stage(self) -> int | None:
-        """The stage (1-4) the next iteration belongs to; None once stage 4 has ended."""
-        position = bisect.bisect_right(self.stage_ends, int(self.iterations_done))
+    def stage(self, iterations_done: int | None = None) -> int | None:
+        """The stage (1-4) the next iteration belongs to (after ``iterations_done``, by default the
+        buffer's count); None once stage 4 has ended."""
+        done = int(self.iterations_done) if iterations_done is None else iterations_done
+        position = bisect.bisect_right(self.stage_ends, done)
         return position + 1 if position < 4 else None
 
     # -- forward / evaluation ---------------------------------------------------------------------
@@ -127,7 +129,8 @@ class Xie2022(MERClassifier):
         return optimizers
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        stage = self.stage()
+        done = int(self.iterations_done)  # the step's one host sync
+        stage = self.stage(done)
         if stage is None:  # e.g. resumed from a checkpoint taken after stage 4
             self.trainer.should_stop = True
             return
@@ -141,7 +144,7 @@ class Xie2022(MERClassifier):
         for optimizer in optimizers:
             optimizer.step()
         self.iterations_done += 1
-        if self.stage() is None:
+        if self.stage(done + 1) is None:
             self.trainer.should_stop = True
         size = len(batch["frames"])
         self.log("train/stage", float(stage), on_step=True, on_epoch=False, batch_size=size)
@@ -193,10 +196,9 @@ class Xie2022(MERClassifier):
 
 def identity_cross_entropy(logits: Tensor, identity: Tensor) -> Tensor:
     """eq. 4 over the items with an identity class (>= 0); items marked -1 never reach the loss."""
-    known = identity >= 0
-    if not known.any():
-        return logits.sum() * 0
-    return F.cross_entropy(logits[known], identity[known])
+    known = (identity >= 0).to(logits.dtype)
+    per_item = F.cross_entropy(logits, identity.clamp(min=0), reduction="none")
+    return (per_item * known).sum() / known.sum().clamp(min=1)  # 0 when no item has one; no host sync
 
 
 def _check_settings(num_frames: int, use_dao: bool, use_div: bool, use_idnet_mine: bool,

@@ -8,6 +8,7 @@ pool ("Maxpool, FC, softmax") whose 512-d output is the branch's feature f^e / f
 
 from __future__ import annotations
 
+import kornia
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,13 +25,17 @@ IDNET_LAYOUT = ResNetLayout(  # Table 2: every kernel 1×k×k (spatial only)
     dims=3, stem=ConvSpec((1, 7, 7), _THIN, (0, 3, 3)), stem_pool=ConvSpec((1, 3, 3), _THIN, (0, 1, 1)),
     stages=tuple(ConvSpec((1, 3, 3), s, (0, 1, 1)) for s in (1, _THIN, _THIN, 1)),
 )  # fmt: skip
-_LUMA = (0.299, 0.587, 0.114)
+
+
+def spatial_softmax(scores: Tensor) -> Tensor:
+    """Softmax over the H·W positions of (..., H, W) scores."""
+    return torch.softmax(scores.flatten(-2), dim=-1).view_as(scores)
 
 
 def self_attention_map(features: Tensor) -> Tensor:
-    """eq. 1: softmax over the H·W positions of the channel mean. (B, C, H, W) -> (B, H, W)."""
-    b, _, h, w = features.shape
-    return torch.softmax(features.mean(dim=1).flatten(1), dim=-1).view(b, h, w)
+    """eq. 1: softmax over the H·W positions of the channel mean.
+    (B, C, H, W) -> (B, H, W), or (B, C, T, H, W) -> (B, T, H, W): one map per frame."""
+    return spatial_softmax(features.mean(dim=1))
 
 
 def apply_attention(features: Tensor, maps: Tensor) -> Tensor:
@@ -61,9 +66,7 @@ class DiverseAttention(nn.Module):
             raise MERError(f"DAO was built for {len(self.branches) + 1} frames but the clips have {len(frames)}; "
                            "set the model's num_frames to the datamodule's num_frames")
         maps = [self_attention_map(frames[0])]
-        for branch, frame in zip(self.branches, frames[1:]):
-            b, _, h, w = frame.shape
-            maps.append(torch.softmax(branch(frame).flatten(1), dim=-1).view(b, h, w))
+        maps += [spatial_softmax(branch(frame).squeeze(1)) for branch, frame in zip(self.branches, frames[1:])]
         stacked = torch.stack(maps, dim=1)
         return apply_attention(features, stacked), stacked
 
@@ -72,7 +75,7 @@ class FrameSelfAttention(nn.Module):
     """IDNet's attention module (Fig. 4 = DAO's self-attention branch): eq. 1 on every frame."""
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        maps = torch.stack([self_attention_map(frame) for frame in features.unbind(dim=2)], dim=1)
+        maps = self_attention_map(features)
         return apply_attention(features, maps), maps
 
 
@@ -99,7 +102,7 @@ class AttentionResNet(nn.Module):
         """(B, T, C, H, W) clip -> (B, C', T, size, size) float input."""
         clip = frames.float() / 255 if frames.dtype == torch.uint8 else frames.float()
         if self.in_channels == 1 and clip.shape[2] == 3:
-            clip = torch.einsum("btchw,c->bthw", clip, clip.new_tensor(_LUMA)).unsqueeze(2)
+            clip = kornia.color.rgb_to_grayscale(clip)  # ITU-R 601 luma, as LED's preprocessing
         if clip.shape[2] != self.in_channels:
             raise MERError(f"the model expects {self.in_channels}-channel frames but the clips have {clip.shape[2]}; "
                            "set in_channels to 3 (RGB) or 1 (grey, converted from RGB)")
