@@ -75,6 +75,11 @@ class MERClassifier(L.LightningModule, ABC):
     @abstractmethod
     def configure_optimizers(self) -> Any: ...
 
+    def probe_features(self, batch: Batch) -> dict[str, Tensor]:
+        """The features this model claims are (or are not) identity-free, by name, each (B, D),
+        for ``mer probe``. A model that declares none says so in one line."""
+        raise MERError(f"{type(self).__name__} declares no probe-able features (implement probe_features)")
+
     # -- shared contract ---------------------------------------------------------------------------
     def require_inputs(self, batch: Batch) -> None:
         """Every loop's batch must carry the declared inputs (one clear error instead of a KeyError)."""

@@ -66,6 +66,11 @@ class FoldPaths:
         return self.dir / "last.ckpt"
 
     @property
+    def record(self) -> Path:
+        """Which weights predicted the fold and why (``fold_record``), written just before the CSV."""
+        return self.run_dir / "folds" / f"fold_{self.k:03d}.json"
+
+    @property
     def error_log(self) -> Path:
         return self.dir / "error.log"
 

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from ..lightning_cli import deliberate_environment
-from ..reporting import atomic_write_csv
+from ..reporting import atomic_write_csv, write_json
 from .folds import FoldPaths
 from .gather import gather_predictions
 from .plan import RunPlan, instantiate, is_rank_zero, with_trainer
@@ -163,7 +163,15 @@ def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan 
             wandb.finish()
     index, probs = gather_predictions(batches)
     if trainer.is_global_zero:
+        write_json(paths.record, fold_record(k, trainer))
         atomic_write_csv(paths.csv, prediction_table(datamodule, plan, k, index, probs))
+
+
+def fold_record(k: int, trainer: L.Trainer) -> dict[str, Any]:
+    """Provenance of a fold's predictions: the weights of its last training epoch (nothing is
+    selected on the held-out subjects), read by ``mer audit``."""
+    return {"fold": k, "weights": "last_epoch", "epochs_trained": trainer.current_epoch,
+            "global_step": trainer.global_step, "reason": "last epoch of the configured training, no checkpoint selection"}
 
 
 def prediction_table(datamodule: Any, plan: RunPlan, k: int, index: np.ndarray, probs: np.ndarray) -> pd.DataFrame:

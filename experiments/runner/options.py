@@ -27,6 +27,9 @@ class LosoOptions:
         array_parallelism: at most this many array tasks at once (SLURM ``%N``).
         folds_per_task: folds per SLURM array task.
         dry_run: print the sbatch script(s) instead of submitting.
+        fold_batch: ``off`` (one fold per Trainer), ``auto`` or N: train N folds at once in one
+            process (stacked per-fold weights; see ``experiments.runner.fold_batch``).
+        seeds: repeat the whole fold plan once per seed, e.g. ``0,1,2`` (outputs under OUTPUT/seed_N).
         aggregate_only: pool the finished folds of this run directory and stop.
         wandb: W&B mode (default offline, or ``$WANDB_MODE``).
         wandb_project: W&B project.
@@ -46,6 +49,8 @@ class LosoOptions:
     array_parallelism: int | None = None
     folds_per_task: int = 1
     dry_run: bool = False
+    fold_batch: str = "off"
+    seeds: str | None = None
     aggregate_only: Path | None = None
     wandb: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "mer-suite"
