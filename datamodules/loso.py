@@ -1,16 +1,18 @@
-"""Subject-independent folds as a LightningDataModule: leave-one-subject-out or k-fold.
+"""Subject-independent folds as a LightningDataModule: leave-one-subject-out, k-fold or an official split.
 
-A fold holds out a set of test subjects: test = exactly their samples, train = every other
-subject's. LOSO (the default) holds out one subject per fold; ``k_folds=k`` groups the subjects
-into k folds balanced by sample count (the subject-independent k-fold of Xie et al. 2022, §4.1).
-An optional inner validation split (for early stopping) is carved from the training subjects
-only; the held-out subjects are never used for any selection.
+The datamodule's fold plan (``datamodules.fold_plans``) gives every fold its training, inner
+validation and test subjects; ``split()`` returns their rows. LOSO (the default) holds out one
+subject per fold; ``k_folds=k`` groups the subjects into k folds balanced by sample count (the
+subject-independent k-fold of Xie et al. 2022, §4.1); a source with a fixed official split (DFME's
+MEGC 2024 training/testA/testB) makes one fold of it. An optional inner validation split (for early
+stopping or checkpoint choice) is carved from the training subjects only; the held-out subjects are
+never used for any selection.
 """
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -20,32 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.errors import MERError
 
 from .datasets import WithIdentity
+from .fold_plans import FoldPlan, kfold_plan, loso_plan, natural_key, official_plan
 
 REQUIRED_COLUMNS = ("sample_id", "subject", "dataset", "label")
-
-
-def natural_key(text: str) -> list[object]:
-    """Sort key that orders 'sub2' before 'sub10'."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def balanced_subject_folds(sample_counts: dict[str, int], k: int, seed: int) -> list[list[str]]:
-    """Subjects grouped into `k` folds of near-equal sample count, each subject in exactly one fold.
-
-    Greedy: subjects by descending sample count (ties in a seeded random order), each to the fold
-    with the fewest samples so far (ties: the lower fold). The largest and smallest fold then
-    differ by at most one subject's count. Subjects within a fold are naturally sorted.
-    """
-    names = list(sample_counts)
-    shuffled = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
-    order = sorted(shuffled, key=lambda name: -sample_counts[name])  # stable: keeps the seeded tie order
-    folds: list[list[str]] = [[] for _ in range(k)]
-    totals = [0] * k
-    for name in order:
-        smallest = totals.index(min(totals))
-        folds[smallest].append(name)
-        totals[smallest] += sample_counts[name]
-    return [sorted(fold, key=natural_key) for fold in folds]
 
 
 class LOSODataModule(L.LightningDataModule, ABC):
@@ -53,7 +32,7 @@ class LOSODataModule(L.LightningDataModule, ABC):
 
     Args:
         fold: index into the fold plan (0..num_folds-1); under LOSO fold k holds out the k-th
-            subject in natural order.
+            subject in natural order; an official split has one fold, 0.
         test_subject: hold out the fold of this subject instead (compared as text: on SAMM
             '006' is subject 006, never index 6). Giving a non-zero `fold` as well is an error
             unless it is that subject's fold.
@@ -63,7 +42,8 @@ class LOSODataModule(L.LightningDataModule, ABC):
             (0 = none: train for a fixed number of epochs).
         batch_size: samples per batch.
         num_workers: dataloader worker processes.
-        split_seed: seed of the k-fold plan and of the choice of inner validation subjects.
+        split_seed: seed of the k-fold plan and of the choice of inner validation subjects
+            (drawn per fold from (split_seed, fold)).
     """
 
     def __init__(
@@ -85,7 +65,7 @@ class LOSODataModule(L.LightningDataModule, ABC):
         self.num_workers = num_workers
         self.split_seed = split_seed
         self._table: pd.DataFrame | None = None
-        self._fold_plans: dict[tuple[int | None, int], list[tuple[str, ...]]] = {}  # (k_folds, split_seed) -> plan
+        self._fold_plans: dict[tuple[int | None, int, int], FoldPlan] = {}  # (k_folds, val_subjects, split_seed) -> plan
         self.datasets: dict[str, Dataset] = {}
 
     # -- what a concrete data source provides -------------------------------------------------
@@ -139,36 +119,53 @@ class LOSODataModule(L.LightningDataModule, ABC):
         """All subjects, naturally sorted."""
         return sorted(set(self.row_subjects), key=natural_key)
 
-    def fold_plan(self) -> list[list[str]]:
-        """The test subjects of every fold, fold by fold (computed once per k_folds and split_seed)."""
-        key = (self.k_folds, self.split_seed)
-        if key not in self._fold_plans:
-            self._fold_plans[key] = [tuple(fold) for fold in self._compute_fold_plan()]
-        return [list(fold) for fold in self._fold_plans[key]]
+    def official_sets(self) -> np.ndarray | None:
+        """Each table row's set of a fixed official split (``fold_plans.TRAINING_SET`` or a test set's
+        name), or None when the folds are made from the subjects (LOSO, k-fold). Sources with an
+        official split override this."""
+        return None
 
-    def _compute_fold_plan(self) -> list[list[str]]:
-        subjects = self.subjects
+    def fold_plan(self) -> FoldPlan:
+        """The fold plan: official split, LOSO or k-fold (computed once per k_folds, val_subjects and split_seed)."""
+        key = (self.k_folds, self.val_subjects, self.split_seed)
+        if key not in self._fold_plans:
+            self._fold_plans[key] = self._build_fold_plan()
+        return self._fold_plans[key]
+
+    def _build_fold_plan(self) -> FoldPlan:
+        sets = self.official_sets()
+        if sets is not None:
+            if self.k_folds is not None:
+                raise MERError(f"k_folds={self.k_folds!r} and the official split exclude each other: set k_folds null "
+                               "to test on the official test sets, or turn the official split off for k-fold")
+            return official_plan(self.row_subjects, sets, self.val_subjects, self.split_seed)
         if self.k_folds is None:
-            return [[subject] for subject in subjects]
-        if isinstance(self.k_folds, bool) or not isinstance(self.k_folds, int) or not 2 <= self.k_folds <= len(subjects):
-            raise MERError(f"k_folds={self.k_folds!r} is invalid: use 2..{len(subjects)} (this dataset has "
-                           f"{len(subjects)} subjects) or null for leave-one-subject-out")
+            return loso_plan(self.subjects, self.val_subjects, self.split_seed)
         counts = pd.Series(self.row_subjects).value_counts()
-        return balanced_subject_folds({s: int(counts[s]) for s in subjects}, self.k_folds, self.split_seed)
+        return kfold_plan({s: int(counts[s]) for s in self.subjects}, self.k_folds, self.val_subjects, self.split_seed)
+
+    @property
+    def sample_keys(self) -> np.ndarray:
+        """'<dataset>/<sample_id>' of every table row: a sample's key in fold_plan.json."""
+        return (self.table["dataset"].astype(str) + "/" + self.table["sample_id"].astype(str)).to_numpy()
+
+    def fold_plan_record(self) -> dict[str, Any]:
+        """The fold plan as the runner saves it (fold_plan.json), test samples and test sets included."""
+        return self.fold_plan().record(self.sample_keys, self.row_subjects, self.official_sets())
 
     @property
     def num_folds(self) -> int:
-        """Number of folds: the number of subjects under LOSO, else k_folds."""
-        return len(self.fold_plan())
+        """Number of folds: the number of subjects under LOSO, k_folds under k-fold, 1 under an official split."""
+        return len(self.fold_plan().folds)
 
     def fold_test_subjects(self, k: int) -> list[str]:
         """The held-out subjects of fold `k` (one under LOSO), naturally sorted."""
-        plan = self.fold_plan()
+        n = self.num_folds
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise MERError(f"fold {k!r} is not a fold index: use 0..{len(plan) - 1}, or test_subject to name a subject")
-        if not 0 <= k < len(plan):
-            raise MERError(f"fold {k} is out of range: this dataset has {len(plan)} folds, use 0..{len(plan) - 1}")
-        return list(plan[k])
+            raise MERError(f"fold {k!r} is not a fold index: use 0..{n - 1}, or test_subject to name a subject")
+        if not 0 <= k < n:
+            raise MERError(f"fold {k} is out of range: this dataset has {n} folds, use 0..{n - 1}")
+        return list(self.fold_plan().folds[k].test_subjects)
 
     @property
     def fold_index(self) -> int:
@@ -176,9 +173,8 @@ class LOSODataModule(L.LightningDataModule, ABC):
         if self.test_subject is None:
             self.fold_test_subjects(self.fold)  # validates the index
             return int(self.fold)
-        plan = self.fold_plan()
         subject = str(self.test_subject)
-        index = next((k for k, fold in enumerate(plan) if subject in fold), None)
+        index = next((k for k, fold in enumerate(self.fold_plan().folds) if subject in fold.test_subjects), None)
         if index is None:
             subjects = self.subjects
             raise MERError(f"test_subject '{subject}' is not a subject of this dataset; choose one of "
@@ -194,22 +190,8 @@ class LOSODataModule(L.LightningDataModule, ABC):
         return self.fold_test_subjects(self.fold_index)
 
     def split(self) -> dict[str, np.ndarray]:
-        """Row positions of train / val / test for the selected fold."""
-        subject_of = self.row_subjects
-        fold = self.fold_index
-        test = self.fold_test_subjects(fold)
-        train_subjects = [s for s in self.subjects if s not in test]
-        if not 0 <= self.val_subjects < len(train_subjects):
-            raise MERError(f"val_subjects={self.val_subjects} is invalid: fold {fold} has {len(train_subjects)} training "
-                           f"subjects, use 0..{len(train_subjects) - 1}")
-        rng = np.random.default_rng([self.split_seed, fold])
-        val = rng.choice(train_subjects, size=self.val_subjects, replace=False).tolist() if self.val_subjects else []
-        rows = np.arange(len(subject_of))
-        return {
-            "train": rows[~np.isin(subject_of, test) & ~np.isin(subject_of, val)],
-            "val": rows[np.isin(subject_of, val)],
-            "test": rows[np.isin(subject_of, test)],
-        }
+        """Row positions of train / val / test of the selected fold, as its fold plan says."""
+        return self.fold_plan().rows(self.fold_index, self.row_subjects)
 
     @property
     def identity_subjects(self) -> list[str]:

@@ -2,18 +2,24 @@
 
 Each fold gets a fresh model and Trainer built from the same resolved config, seeded with
 ``seed_everything + fold``, trained for the configured epochs (or early-stopped on an inner
-validation split of training subjects) and its LAST weights predict the held-out subject(s).
-Nothing is selected on the held-out subjects. The run is planned first (every check before
+validation split of training subjects); its LAST weights, or the checkpoint a ModelCheckpoint chose
+on that inner validation split, predict the held-out samples. Nothing is selected on them. The
+folds follow the datamodule's fold plan (LOSO, subject k-fold or an official split). The run is planned first (every check before
 anything is written), then its folds are run as jobs by an executor (``experiments.runner``),
 then pooled.
 
 Output directory::
 
-    config.yaml  run.json          resolved config, its hash and the fold plan (a rerun must match it)
+    config.yaml  run.json          resolved config, its hash, seed and executor settings (a rerun must match)
+    fold_plan.json                 every fold's train/val/test subjects and test samples (a rerun must match)
     folds/fold_007.csv             predictions of a finished fold (a rerun skips it)
+    folds/fold_007.json            which weights predicted it and why (last epoch or inner-validation checkpoint)
     folds/fold_007/                its CSV logs (logs/version_*/), last.ckpt (resume point)
     wandb/                         offline W&B runs (one per fold + one 'pooled'), `wandb sync`
     predictions.csv  metrics.json  confusion_matrix.png
+
+With ``--seeds 0,1,2`` each seed N is such a run directory ``OUTPUT/seed_N`` (``seed_everything`` N),
+and ``OUTPUT/seeds_summary.json`` / ``.png`` hold mean ± std over the seeds (``runner.seeds``).
 """
 
 from __future__ import annotations
@@ -27,20 +33,30 @@ from datamodules.errors import MERError
 from .runner.aggregate import aggregate, finish_command, missing_folds
 from .runner.local import run_local
 from .runner.options import LosoOptions
-from .runner.plan import is_rank_zero, plan_run
+from .runner.plan import RunPlan, is_rank_zero, plan_run
+from .runner.seeds import check_output, parse_seeds, resume_command, seed_config, seed_dir, seed_dirs, summarise
 
 
 def run_loso(config_yaml: str, options: LosoOptions) -> dict[str, Any] | None:
     """Plan (or resume) the run of the resolved LightningCLI config `config_yaml` into ``options.output``,
     run its selected folds here (or submit them to SLURM), and pool them once all folds are done
-    (returns the pooled metrics)."""
+    (returns the pooled metrics). With ``options.seeds`` the same for every seed into OUTPUT/seed_N,
+    then the mean ± std over the seeds (returns that summary)."""
     if options.aggregate_only is not None:
-        return aggregate(options.aggregate_only)
+        return pool(Path(options.aggregate_only))
     if options.output is None:
         raise MERError("mer loso needs an output directory (--output DIR)")
     os.environ.setdefault("WANDB_SILENT", "true")
     run_dir = Path(options.output)
-    plan = plan_run(config_yaml, options, run_dir)
+    check_output(run_dir, seeds=options.seeds is not None)
+    if options.seeds is not None:
+        return run_seeds(config_yaml, options, run_dir)
+    return execute(run_dir, plan_run(config_yaml, options, run_dir), options)
+
+
+def execute(run_dir: Path, plan: RunPlan, options: LosoOptions, resume: str | None = None) -> dict[str, Any] | None:
+    """Run the planned run's selected folds with the executor the options ask for, then pool it (None: submitted
+    to SLURM, or folds still missing). `resume`: the command to print on Ctrl-C (default: this run's)."""
     if options.launcher == "slurm":
         from .runner.slurm import launch
 
@@ -50,12 +66,46 @@ def run_loso(config_yaml: str, options: LosoOptions) -> dict[str, Any] | None:
         run_local(run_dir, plan, plan.folds, options.devices, options.folds_per_device, options.workers)
     except KeyboardInterrupt:
         missing = missing_folds(run_dir, plan)
-        print(f"\ninterrupted: {plan.n_folds - len(missing)} of {plan.n_folds} folds finished; a fold in training "
-              f"resumes from its last finished epoch. Finish with: {finish_command(run_dir, plan, missing)}")
+        print(f"\ninterrupted: {plan.n_folds - len(missing)} of {plan.n_folds} folds of {run_dir} finished; a fold in "
+              f"training resumes from its last finished epoch. Finish with: {resume or finish_command(run_dir, plan, missing)}")
         raise SystemExit(130) from None
     if not is_rank_zero():  # the other ranks of a multi-device fold: rank 0 reports and pools
         return None
     return aggregate(run_dir)  # or names the folds still missing
+
+
+def run_seeds(config_yaml: str, options: LosoOptions, output: Path) -> dict[str, Any] | None:
+    """Every seed's run planned first (all checks before any training), then run one seed after another
+    (each spread over the executor's workers/devices, or submitted to SLURM), then summarised."""
+    seeds = parse_seeds(str(options.seeds))
+    plans = {seed: plan_run(seed_config(config_yaml, seed), options, seed_dir(output, seed)) for seed in seeds}
+    resume = resume_command(output, options)
+    pooled = {seed: execute(seed_dir(output, seed), plan, options, resume) for seed, plan in plans.items()}
+    if options.launcher == "slurm":
+        print(f"once every seed's jobs have ended, pool the seeds and write their summary with: "
+              f"mer loso --aggregate-only {output}")
+        return None
+    if not is_rank_zero():
+        return None
+    return summarise_pooled(output, pooled)
+
+
+def pool(run_dir: Path) -> dict[str, Any] | None:
+    """``--aggregate-only DIR``: pool a run, or every seed run of a seeds run and their summary."""
+    seeds = seed_dirs(run_dir)
+    if (run_dir / "run.json").exists() or not seeds:
+        return aggregate(run_dir)
+    return summarise_pooled(run_dir, {seed: aggregate(path) for seed, path in seeds.items()})
+
+
+def summarise_pooled(output: Path, pooled: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The seeds summary once every seed is pooled; else None, naming the seeds still missing."""
+    missing = [seed for seed, metrics in pooled.items() if metrics is None]
+    if missing:
+        print(f"seeds summary not written: seed(s) {', '.join(map(str, missing))} are not pooled yet "
+              f"(see above); rerun the same command to finish them")
+        return None
+    return summarise(output, pooled)
 
 
 def default_output(config_path: str) -> Path:

@@ -43,11 +43,12 @@ def classification_metrics(labels: Sequence[int], preds: Sequence[int], class_na
 
 
 def pooled_metrics(predictions: pd.DataFrame, class_names: Sequence[str]) -> dict[str, Any]:
-    """Overall metrics plus the same per source database ('dataset' column)."""
+    """Overall metrics plus the same per source database ('dataset' column) and, under an official
+    split (a 'test_set' column: e.g. DFME's testA, testB), per test set; overall = all test sets together."""
     result = classification_metrics(predictions["label"], predictions["pred"], class_names)
     result["n_folds"] = int(predictions["fold"].nunique())
-    result["per_dataset"] = {
-        name: classification_metrics(group["label"], group["pred"], class_names)
-        for name, group in predictions.groupby("dataset", sort=True)
-    }
+    for key, column in (("per_dataset", "dataset"), ("per_test_set", "test_set")):
+        if column in predictions.columns:
+            result[key] = {name: classification_metrics(group["label"], group["pred"], class_names)
+                           for name, group in predictions.groupby(column, sort=True)}
     return result

@@ -27,7 +27,7 @@ from ..cache import ClipCache, build_cache, default_cache_dir, settings_key
 from ..datasets import PreparedClipDataset
 from ..face import AlignmentSettings, contact_sheet
 from ..loso import LOSODataModule
-from ..preprocessing import TVL1Settings
+from ..preprocessing import FLOW_BACKENDS, FlowBackend, TVL1Settings
 from .layouts import VIDEO_FOLDERS, FrameLayout, release_pattern
 from .prepare import AU_COLUMN, PrepareSettings, ReleaseClipPreparer
 from .release_check import ReleaseReport, check_release
@@ -47,6 +47,9 @@ class ReleaseDataModule(LOSODataModule):
         frame_pattern: explicit frame path pattern relative to `root` (overrides `release`).
         num_frames, interval, image_size, per_frame_alignment, landmarks, tvl1, apex_image_size:
             preparation settings (see PrepareSettings; part of the cache key).
+        flow: TV-L1 implementation: 'opencv' (cv2 DualTVL1, default) or 'torch' (the batched PyTorch
+            port, datamodules/face/tvl1_torch.py; on the GPU when there is one). Part of the cache
+            key when 'torch' (`mer prepare --flow torch`).
         fold_side, fold_intensity: fold AU side prefixes / intensity suffixes into one AU label.
         on_error: 'skip' clips with missing frames or no face (listed in the manifest) or 'fail'.
         cache_dir: where prepared clips are cached (default $MER_CACHE_DIR or ~/.cache/mer-suite).
@@ -72,6 +75,7 @@ class ReleaseDataModule(LOSODataModule):
         per_frame_alignment: bool = False,
         landmarks: Literal["dlib", "face_alignment"] = "dlib",
         tvl1: TVL1Settings = TVL1Settings(),
+        flow: FlowBackend = "opencv",
         apex_image_size: int = 28,
         fold_side: bool = True,
         fold_intensity: bool = True,
@@ -96,12 +100,14 @@ class ReleaseDataModule(LOSODataModule):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise MERError(f"release root not found: {self.root}; set root to the {dataset} folder (see README 'Frame layouts')")
+        if flow not in FLOW_BACKENDS:
+            raise MERError(f"unknown flow backend '{flow}'; choose one of {list(FLOW_BACKENDS)}")
         self.protocol = protocol
         self.sheets = [resolve_sheet(s, self.root) for s in ([annotations] if isinstance(annotations, str) else annotations)]
         self.layout = FrameLayout(self.root, release_pattern(dataset, release, frame_pattern), dataset not in VIDEO_FOLDERS)
         self.settings = PrepareSettings(
             num_frames=num_frames, interval=interval, landmarks=landmarks, tvl1=tvl1, apex_image_size=apex_image_size,
-            alignment=AlignmentSettings(size=image_size, per_frame=per_frame_alignment),
+            flow_backend=flow, alignment=AlignmentSettings(size=image_size, per_frame=per_frame_alignment),
         )
         self.fold_side, self.fold_intensity = fold_side, fold_intensity
         self.on_error = on_error

@@ -19,7 +19,7 @@ from datamodules.errors import MERError
 
 from ..cache import PreparedClip
 from ..face import AlignmentSettings, Landmarker, align_clip, check_frame, composite_flow_image, make_landmarker, require_face
-from ..preprocessing import TVL1Settings, nearest_sampled_index, sample_clip
+from ..preprocessing import FlowBackend, TVL1Settings, nearest_sampled_index, sample_clip
 from .release_check import ClipSource, is_missing
 
 
@@ -33,6 +33,8 @@ class PrepareSettings:
         alignment: crop size (144 MEDN, 256/128 Xie et al.) and per-frame or onset-frame alignment.
         landmarks: 'dlib' (offline default) or 'face_alignment' (optional, downloads weights).
         tvl1: TV-L1 parameters of the flow sequence and of the apex image.
+        flow_backend: 'opencv' (cv2 DualTVL1) or 'torch' (its batched PyTorch port); left out of
+            the key when 'opencv', so caches prepared before the option existed stay valid.
         apex_image_size: side of the onset→apex u/v/strain image (28 in the composite protocol).
     """
 
@@ -42,9 +44,13 @@ class PrepareSettings:
     landmarks: Literal["dlib", "face_alignment"] = "dlib"
     tvl1: TVL1Settings = field(default_factory=TVL1Settings)
     apex_image_size: int = 28
+    flow_backend: FlowBackend = "opencv"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        settings = asdict(self)
+        if self.flow_backend == "opencv":
+            del settings["flow_backend"]
+        return settings
 
 
 def read_frame(path: str) -> np.ndarray:
@@ -82,7 +88,7 @@ class ReleaseClipPreparer:
         positions = np.asarray(source.positions)
         # the frames read are a subset: position p lies between numbers[k] = floor(p) and numbers[k + 1]
         compact = np.searchsorted(numbers, np.floor(positions)) + (positions - np.floor(positions))
-        arrays = sample_clip(crops, crop_landmarks if crop_landmarks.ndim == 3 else None, compact, s.tvl1)
+        arrays = sample_clip(crops, crop_landmarks if crop_landmarks.ndim == 3 else None, compact, s.tvl1, s.flow_backend)
         apex_pos = self.apex_position(positions, arrays["flow"], source.row.get("apex"))
         # the onset→apex flow is already in the sequence: flow[apex_pos - 1]
         arrays["apex_image"] = composite_flow_image(arrays["flow"][apex_pos - 1], s.apex_image_size).transpose(2, 0, 1).copy()

@@ -16,7 +16,7 @@ from datamodules.errors import MERError
 from ..cache import ClipCache, PreparedClip, build_cache, default_cache_dir
 from ..datasets import PreparedClipDataset
 from ..loso import LOSODataModule
-from ..preprocessing import TVL1Settings, prepare_clip
+from ..preprocessing import FLOW_BACKENDS, FlowBackend, TVL1Settings, prepare_clip
 from .generator import (
     AU_VOCABULARY, EMOTIONS_3, EMOTIONS_7, TO_3_CLASS, ClipSpec, SyntheticConfig, au_multi_hot, generate_specs, render_clip,
 )
@@ -25,10 +25,12 @@ PROTOCOLS: dict[str, tuple[str, ...]] = {"3class": EMOTIONS_3, "7class": EMOTION
 CACHE_FORMAT = 1  # bump when the layout of prepared clips changes
 
 
-def prepare_synthetic_clip(spec: ClipSpec, config: SyntheticConfig, num_frames: int, tvl1: TVL1Settings) -> PreparedClip:
+def prepare_synthetic_clip(spec: ClipSpec, config: SyntheticConfig, num_frames: int, tvl1: TVL1Settings,
+                           flow_backend: FlowBackend = "opencv") -> PreparedClip:
     """Render one clip, sample it and compute its flow: the cache row and arrays."""
     clip = render_clip(spec, config)
-    arrays, apex_pos = prepare_clip(clip.frames, clip.landmarks, spec.onset, spec.apex, spec.offset, num_frames, tvl1)
+    arrays, apex_pos = prepare_clip(clip.frames, clip.landmarks, spec.onset, spec.apex, spec.offset, num_frames, tvl1,
+                                    flow_backend)
     arrays["au"] = au_multi_hot(spec.aus).astype(np.uint8)
     row = {
         "sample_id": spec.sample_id,
@@ -62,6 +64,8 @@ class SyntheticDataModule(LOSODataModule):
         cache_dir: where prepared clips are cached (default $MER_CACHE_DIR or ~/.cache/mer-suite).
         prepare_workers: processes computing TV-L1 flow when the cache is built.
         tvl1: TV-L1 settings (OpenCV's defaults unless set; part of the cache key).
+        flow: TV-L1 implementation: 'opencv' (cv2 DualTVL1, default) or 'torch' (the batched PyTorch
+            port, datamodules/face/tvl1_torch.py; on the GPU when there is one; part of the cache key).
         with_frames: also load RGB frames (needed by the LED motion branch).
         fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
             LOSODataModule.
@@ -79,6 +83,7 @@ class SyntheticDataModule(LOSODataModule):
         cache_dir: str | None = None,
         prepare_workers: int = 2,
         tvl1: TVL1Settings = TVL1Settings(),
+        flow: FlowBackend = "opencv",
         with_frames: bool = True,
         fold: int = 0,
         test_subject: str | None = None,
@@ -92,6 +97,8 @@ class SyntheticDataModule(LOSODataModule):
                          batch_size=batch_size, num_workers=num_workers, split_seed=split_seed)
         if protocol not in PROTOCOLS:
             raise MERError(f"unknown protocol '{protocol}'; choose one of {sorted(PROTOCOLS)}")
+        if flow not in FLOW_BACKENDS:
+            raise MERError(f"unknown flow backend '{flow}'; choose one of {list(FLOW_BACKENDS)}")
         self.protocol = protocol
         self.generator = SyntheticConfig(
             n_subjects=n_subjects, clips_per_subject=clips_per_subject, image_size=image_size,
@@ -102,6 +109,7 @@ class SyntheticDataModule(LOSODataModule):
         self.prepare_workers = prepare_workers
         self.with_frames = with_frames
         self.tvl1 = tvl1
+        self.flow = flow
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -119,6 +127,8 @@ class SyntheticDataModule(LOSODataModule):
             "generator": asdict(self.generator),
             "num_frames": self.num_frames,
             "tvl1": asdict(self.tvl1),
+            # absent for OpenCV: caches prepared before the option existed keep their key
+            **({"flow_backend": self.flow} if self.flow != "opencv" else {}),
         }
 
     @property
@@ -135,7 +145,8 @@ class SyntheticDataModule(LOSODataModule):
         directory = self.cache_location
         if ClipCache.is_complete(directory):
             return ClipCache(directory)
-        prepare = partial(prepare_synthetic_clip, config=self.generator, num_frames=self.num_frames, tvl1=self.tvl1)
+        prepare = partial(prepare_synthetic_clip, config=self.generator, num_frames=self.num_frames, tvl1=self.tvl1,
+                          flow_backend=self.flow)
         return build_cache(directory, self.cache_settings(), generate_specs(self.generator), prepare, self.prepare_workers,
                            desc="synthetic clips: render + TV-L1")
 

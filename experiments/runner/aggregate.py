@@ -82,15 +82,15 @@ def _pool(run_dir: Path, plan: RunPlan) -> dict[str, Any]:
 
 
 def _log_pooled_to_wandb(run_dir: Path, plan: RunPlan, metrics: dict[str, Any]) -> None:
-    """One 'pooled' W&B run per run directory (a rerun of the aggregation resumes it)."""
+    """The pooled metrics as summary of the run ``pooled_run`` opens (a sweep trial's run under
+    ``wandb agent``, where ``pooled/uf1`` is the sweep metric; else the run directory's 'pooled' run)."""
     import wandb
 
-    run = wandb.init(project=plan.wandb_project, group=plan.group, name="pooled", job_type="pooled",
-                     id=f"{plan.group}-pooled", resume="allow", dir=str(run_dir), mode=plan.wandb,
-                     config=metrics["config"], reinit="create_new")
+    from .wandb_runs import pooled_run
+
     summary = {"pooled/uf1": metrics["uf1"], "pooled/uar": metrics["uar"], "pooled/acc": metrics["acc"]}
     for name, m in metrics["per_dataset"].items():
         summary.update({f"pooled/{name}/uf1": m["uf1"], f"pooled/{name}/uar": m["uar"], f"pooled/{name}/acc": m["acc"]})
-    run.log({**summary, "confusion_matrix": wandb.Image(str(run_dir / "confusion_matrix.png"))})
-    run.summary.update(summary)
-    run.finish()
+    with pooled_run(plan, run_dir, metrics["config"]) as run:
+        run.log({**summary, "confusion_matrix": wandb.Image(str(run_dir / "confusion_matrix.png"))})
+        run.summary.update(summary)

@@ -1,4 +1,4 @@
-"""Fold selections (``--folds 0-9,12``) and where a fold's files live in a run directory."""
+"""Fold selections (``--folds 0-9,12``), lists of numbers (``--seeds``) and where a fold's files live in a run directory."""
 
 from __future__ import annotations
 
@@ -15,20 +15,27 @@ def parse_folds(spec: str | None, n_folds: int) -> list[int]:
     """
     if spec is None:
         return list(range(n_folds))
-    folds: set[int] = set()
+    folds = parse_numbers(spec, "--folds", "fold indices like '0-9' or '3,5'")
+    bad = [f for f in folds if not 0 <= f < n_folds]
+    if bad:
+        raise MERError(f"--folds {spec}: fold(s) {bad} out of range, this run has folds 0..{n_folds - 1}")
+    return folds
+
+
+def parse_numbers(spec: str, option: str, example: str) -> list[int]:
+    """Sorted distinct non-negative integers of a list of numbers and ranges ('0-3,7'); `option` and
+    `example` ("fold indices like '0-9'") name what was expected in the one-line error."""
+    numbers: set[int] = set()
     for part in spec.split(","):
         lo, dash, hi = part.strip().partition("-")
         try:
             first, last = int(lo), int(hi if dash else lo)
         except ValueError:
-            raise MERError(f"--folds '{spec}' is not a list of fold indices like '0-9' or '3,5'") from None
+            raise MERError(f"{option} '{spec}' is not a list of {example}") from None
         if last < first:
-            raise MERError(f"--folds '{spec}': range {part.strip()} is empty (write it as {last}-{first})")
-        folds.update(range(first, last + 1))
-    bad = sorted(f for f in folds if not 0 <= f < n_folds)
-    if bad:
-        raise MERError(f"--folds {spec}: fold(s) {bad} out of range, this run has folds 0..{n_folds - 1}")
-    return sorted(folds)
+            raise MERError(f"{option} '{spec}': range {part.strip()} is empty (write it as {last}-{first})")
+        numbers.update(range(first, last + 1))
+    return sorted(numbers)
 
 
 def format_folds(folds: list[int]) -> str:

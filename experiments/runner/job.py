@@ -4,13 +4,18 @@ The job rebuilds model, datamodule and Trainer from the run's config.yaml with t
 and seed (``seed_everything + k``), trains in its own directory ``folds/fold_00k/`` (the
 Trainer's ``default_root_dir``: Lightning's SLURM auto-resume looks for ``hpc_ckpt_*`` there and
 nowhere else, so no fold can load another fold's weights), saves ``last.ckpt`` at every epoch end
-and resumes from it. Its last weights predict the fold's held-out subject(s); rank 0 writes the
-predictions atomically, which marks the fold done.
+and resumes from it. Before training, the job checks that its datamodule's fold is the one saved in
+fold_plan.json. Its last weights predict the fold's test samples, or, when the config has a
+ModelCheckpoint monitoring a val/* metric, that checkpoint's best weights, chosen on the fold's inner
+validation subjects (files under ``folds/fold_00k/checkpoints/``). Rank 0 writes which weights
+predicted and why (``folds/fold_00k.json``), then the predictions atomically, which marks the fold done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -21,13 +26,15 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoint
+
+from datamodules.errors import MERError
 
 from ..lightning_cli import deliberate_environment
 from ..reporting import atomic_write_csv, write_json
 from .folds import FoldPaths
 from .gather import gather_predictions
-from .plan import RunPlan, instantiate, is_rank_zero, with_trainer
+from .plan import FOLD_PLAN, RunPlan, instantiate, is_rank_zero, selecting_callbacks, with_trainer
 from .seeding import EpochSeeding
 
 Report = Callable[[str], None]
@@ -55,16 +62,17 @@ class EpochEndCheckpoint(Checkpoint):
 
 
 def fold_loggers(plan: RunPlan, run_dir: Path, k: int) -> list[dict[str, Any]]:
-    """CSV logs in the fold's directory (a resumed fold adds a version) and its W&B run."""
+    """CSV logs in the fold's directory (a resumed fold adds a version) and its own W&B run (also
+    under ``wandb agent``: see wandb_runs)."""
+    from .wandb_runs import fold_logger_args
+
     paths = FoldPaths(run_dir, k)
     loggers: list[dict[str, Any]] = [
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(paths.dir), "name": "logs"}}
     ]
     if plan.wandb != "disabled":
-        loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {
-            "project": plan.wandb_project, "group": plan.group, "job_type": "fold",
-            "name": f"fold-{k:03d}-{'-'.join(plan.test_subjects[k])}", "id": f"{plan.group}-fold-{k:03d}",
-            "resume": "allow", "save_dir": str(run_dir), "offline": plan.wandb == "offline"}})
+        loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger",
+                        "init_args": fold_logger_args(plan, run_dir, k)})
     return loggers
 
 
@@ -149,13 +157,18 @@ def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan 
         callbacks.append(FoldStatus(k, report))
     cli = instantiate(fold_config(plan, run_dir, k), callbacks)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    check_fold_plan(run_dir, k, datamodule)
+    for checkpoint in trainer.checkpoint_callbacks:
+        if isinstance(checkpoint, ModelCheckpoint):  # the fold's own folder: no fold can load another's weights
+            checkpoint.dirpath = str(paths.dir / "checkpoints")
     try:
         with trainer_call(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
         for stale in paths.dir.glob("hpc_ckpt_*.ckpt"):  # a requeue signal during fit: predict must not load it
             stale.unlink(missing_ok=True)
+        chooser = weight_chooser(trainer)
         with trainer_call(trainer):
-            batches = trainer.predict(model, datamodule=datamodule)
+            batches = trainer.predict(model, datamodule=datamodule, ckpt_path=chosen_checkpoint(chooser, k))
     finally:
         if plan.wandb != "disabled":
             import wandb
@@ -167,11 +180,57 @@ def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan 
         atomic_write_csv(paths.csv, prediction_table(datamodule, plan, k, index, probs))
 
 
+def check_fold_plan(run_dir: Path, k: int, datamodule: Any) -> None:
+    """The datamodule's fold `k` (subjects by role, test samples) must be fold_plan.json's fold `k`."""
+    path = run_dir / FOLD_PLAN
+    try:
+        saved = json.loads(path.read_text())["folds"][k]
+    except (OSError, ValueError, KeyError, IndexError) as err:
+        raise MERError(f"{path} has no readable fold {k} ({type(err).__name__}: {err}); plan the run again with mer loso") from None
+    if saved != json.loads(json.dumps(datamodule.fold_plan_record()["folds"][k])):
+        raise MERError(f"fold {k}: the data's fold differs from {path} (did the data or its annotations change since "
+                       "planning?); start a new run with another --output")
+
+
+def weight_chooser(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The ModelCheckpoint that chooses the predicting weights on the inner validation split, if any (plan
+    checks allow one, monitoring val/*)."""
+    return next((c for c in selecting_callbacks(trainer.callbacks) if isinstance(c, ModelCheckpoint)), None)
+
+
+def chosen_checkpoint(chooser: ModelCheckpoint | None, k: int) -> str | None:
+    """The checkpoint that predicts fold `k`: the chooser's best (None: the weights after the last epoch)."""
+    if chooser is None:
+        return None
+    if not chooser.best_model_path:
+        raise MERError(f"fold {k}: ModelCheckpoint on {chooser.monitor} saved no checkpoint (did validation run? "
+                       "check trainer.check_val_every_n_epoch and data.val_subjects)")
+    return chooser.best_model_path
+
+
 def fold_record(k: int, trainer: L.Trainer) -> dict[str, Any]:
-    """Provenance of a fold's predictions: the weights of its last training epoch (nothing is
-    selected on the held-out subjects), read by ``mer audit``."""
-    return {"fold": k, "weights": "last_epoch", "epochs_trained": trainer.current_epoch,
-            "global_step": trainer.global_step, "reason": "last epoch of the configured training, no checkpoint selection"}
+    """Provenance of a fold's predictions, read by ``mer audit``: ``weights`` 'last_epoch' (the weights
+    after the last trained epoch: all configured epochs, or fewer when EarlyStopping stopped training)
+    or 'inner_validation' (the best checkpoint of a ModelCheckpoint monitoring a val/* metric, i.e. chosen
+    on the fold's inner validation subjects; ``checkpoint`` relative to the fold's folder). Nothing is
+    ever selected on the test samples."""
+    record: dict[str, Any] = {"fold": k, "epochs_trained": trainer.current_epoch, "global_step": trainer.global_step}
+    stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping) and c.stopped_epoch), None)
+    if stopper is not None:
+        record["early_stopping"] = {"monitor": stopper.monitor, "mode": stopper.mode, "patience": stopper.patience,
+                                    "stopped_epoch": stopper.stopped_epoch}
+    chooser = weight_chooser(trainer)
+    if chooser is None:
+        stopped = f", stopped early by EarlyStopping on {stopper.monitor}" if stopper else ""
+        return {**record, "weights": "last_epoch",
+                "reason": f"last epoch of the configured training{stopped}, no checkpoint selection"}
+    path = Path(chooser.best_model_path)
+    score = chooser.best_model_score
+    return {**record, "weights": "inner_validation", "checkpoint": os.path.relpath(path, trainer.default_root_dir),
+            "checkpoint_epoch": int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["epoch"]),
+            "monitor": chooser.monitor, "mode": chooser.mode, "score": None if score is None else float(score),
+            "reason": f"best {chooser.monitor} ({chooser.mode}) on the fold's inner validation subjects among the "
+                      "checkpoints its ModelCheckpoint saved"}
 
 
 def prediction_table(datamodule: Any, plan: RunPlan, k: int, index: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
@@ -190,6 +249,9 @@ def prediction_table(datamodule: Any, plan: RunPlan, k: int, index: np.ndarray, 
         "label": rows["label"].to_numpy(),
         "pred": probs.argmax(1),
     })
+    test_sets = datamodule.official_sets()
+    if test_sets is not None:  # an official split: which test set each sample belongs to (e.g. DFME's testA/testB)
+        frame.insert(frame.columns.get_loc("fold") + 1, "test_set", test_sets[index])
     for c, name in enumerate(plan.class_names):
         frame[f"prob_{name}"] = probs[:, c]
     return frame

@@ -1,6 +1,7 @@
 """Executors on one machine: folds one after another in this process, or in worker processes.
 
-Worker processes (spawn) each run one fold attempt, pinned to a GPU through
+A job is one fold (``job.run_fold``) or, under ``--fold-batch``, a group of folds trained at once
+(``fold_batch.run_fold_job``). Worker processes (spawn) each run one job attempt, pinned to a GPU through
 ``CUDA_VISIBLE_DEVICES`` (K folds at once per GPU) or on CPU (N at once). A fold whose worker
 dies or fails is retried once, then reported by name. One progress bar counts folds; its postfix
 shows what each worker is doing ('w0: fold 3 ep 2/10 | w1: fold 5 ep 1/10'), as the workers report
@@ -25,7 +26,8 @@ from tqdm.auto import tqdm
 from datamodules.errors import MERError
 
 from ..lightning_cli import on_slurm
-from .folds import FoldPaths
+from .folds import FoldPaths, format_folds
+from .fold_batch import job_chunks, parse_fold_batch, run_fold_job
 from .job import run_fold
 from .plan import RunPlan, is_rank_zero, parse_devices
 
@@ -52,38 +54,54 @@ def fold_bar(folds: list[int], done: int) -> tqdm:
     return tqdm(total=len(folds), initial=done, desc="folds", unit="fold", dynamic_ncols=True, disable=not is_rank_zero())
 
 
-def run_sequential(run_dir: Path, plan: RunPlan, folds: list[int]) -> None:
-    """Every fold in this process, one after another."""
-    requeue_between_folds()
+def run_job(run_dir: Path, plan: RunPlan, job: list[int], fold_batch: int | None, report=None) -> None:
+    """One job: a single fold, or under fold batching a group of folds (``fold_batch`` N, or 0 = auto)."""
+    if fold_batch is None:
+        (k,) = job
+        run_fold(run_dir, k, report=report, plan=plan)
+    else:
+        run_fold_job(run_dir, job, plan, fold_batch, report=report)
+
+
+def fold_jobs(run_dir: Path, folds: list[int], fold_batch: int | None, slots: int) -> list[list[int]]:
+    """The jobs of the not-yet-done `folds`: one fold each, or groups under fold batching."""
     todo = [k for k in folds if not FoldPaths(run_dir, k).done()]
-    with fold_bar(folds, len(folds) - len(todo)) as bar:
-        for k in todo:
-            run_fold(run_dir, k, report=bar.set_postfix_str, plan=plan)
-            bar.update()
+    return [[k] for k in todo] if fold_batch is None else job_chunks(todo, fold_batch, slots)
 
 
-def _fold_worker(run_dir: Path, k: int, slot: str, env: dict[str, str], messages: mp.Queue) -> None:
-    """Body of a worker process: one fold; its traceback goes to the fold's error.log on failure."""
+def run_sequential(run_dir: Path, plan: RunPlan, folds: list[int], fold_batch: int | None = None) -> None:
+    """Every job in this process, one after another."""
+    requeue_between_folds()
+    jobs = fold_jobs(run_dir, folds, fold_batch, slots=1)
+    with fold_bar(folds, len(folds) - sum(map(len, jobs))) as bar:
+        for job in jobs:
+            run_job(run_dir, plan, job, fold_batch, report=bar.set_postfix_str)
+            bar.update(len(job))
+
+
+def _fold_worker(run_dir: Path, job: list[int], fold_batch: int | None, slot: str, env: dict[str, str],
+                 messages: mp.Queue) -> None:
+    """Body of a worker process: one job; its traceback goes to its first fold's error.log on failure."""
     os.environ.update(env)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Lightning installs its requeue handler only over the default
     try:
-        run_fold(run_dir, k, report=lambda text: messages.put((slot, text)))
+        run_job(run_dir, RunPlan.load(run_dir), job, fold_batch, report=lambda text: messages.put((slot, text)))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BaseException:
-        paths = FoldPaths(run_dir, k)
+        paths = FoldPaths(run_dir, job[0])
         paths.dir.mkdir(parents=True, exist_ok=True)
         paths.error_log.write_text(traceback.format_exc())
         raise
 
 
-def run_parallel(run_dir: Path, plan: RunPlan, folds: list[int], slots: list[Slot]) -> None:
-    """Folds in worker processes, one per slot at a time; raises MERError naming folds that failed twice."""
+def run_parallel(run_dir: Path, plan: RunPlan, folds: list[int], slots: list[Slot], fold_batch: int | None = None) -> None:
+    """Jobs in worker processes, one per slot at a time; raises MERError naming folds whose job failed twice."""
     context = mp.get_context("spawn")
     messages = context.Queue()
-    pending = deque(k for k in folds if not FoldPaths(run_dir, k).done())
-    attempts = {k: 0 for k in pending}
-    running: dict[str, tuple[BaseProcess, int]] = {}
+    pending = deque(tuple(job) for job in fold_jobs(run_dir, folds, fold_batch, len(slots)))
+    attempts = {job: 0 for job in pending}
+    running: dict[str, tuple[BaseProcess, tuple[int, ...]]] = {}
     status: dict[str, str] = {}
     failed: list[str] = []
     survive_requeue_signal()
@@ -92,27 +110,32 @@ def run_parallel(run_dir: Path, plan: RunPlan, folds: list[int], slots: list[Slo
             while pending or running:
                 for slot in slots:
                     if slot.name not in running and pending:
-                        k = pending.popleft()
-                        attempts[k] += 1
-                        process = context.Process(target=_fold_worker, args=(run_dir, k, slot.name, slot.env, messages),
-                                                  name=f"mer-fold-{k}", daemon=False)
+                        job = pending.popleft()
+                        attempts[job] += 1
+                        process = context.Process(target=_fold_worker, args=(run_dir, list(job), fold_batch, slot.name,
+                                                                             slot.env, messages),
+                                                  name=f"mer-fold-{job[0]}", daemon=False)
                         process.start()
-                        running[slot.name] = (process, k)
-                        status[slot.name] = f"fold {k} starting"
+                        running[slot.name] = (process, job)
+                        status[slot.name] = f"fold{'s' if len(job) > 1 else ''} {format_folds(list(job))} starting"
                 _drain(messages, status, timeout=0.5)
-                for name, (process, k) in list(running.items()):
+                for name, (process, job) in list(running.items()):
                     if process.exitcode is None:
                         continue
                     process.join()
                     del running[name]
                     status[name] = "idle"
-                    if FoldPaths(run_dir, k).done():
-                        bar.update()
-                    elif attempts[k] < ATTEMPTS:
-                        pending.appendleft(k)
+                    done = [k for k in job if FoldPaths(run_dir, k).done()]
+                    bar.update(len(done))
+                    if len(done) == len(job):
+                        continue
+                    if attempts[job] < ATTEMPTS:
+                        retry = tuple(k for k in job if k not in done)
+                        attempts[retry] = attempts[job]
+                        pending.appendleft(retry)
                     else:
-                        failed.append(f"{plan.fold_name(k)}: worker exit code {process.exitcode}, "
-                                      f"see {FoldPaths(run_dir, k).error_log}")
+                        failed.append(f"{', '.join(plan.fold_name(k) for k in job if k not in done)}: worker exit code "
+                                      f"{process.exitcode}, see {FoldPaths(run_dir, job[0]).error_log}")
                 bar.set_postfix_str(" | ".join(f"{name}: {text}" for name, text in sorted(status.items())), refresh=False)
                 bar.refresh()
         except KeyboardInterrupt:
@@ -134,7 +157,7 @@ def _drain(messages: mp.Queue, status: dict[str, str], timeout: float) -> None:
         pass
 
 
-def stop(running: dict[str, tuple[BaseProcess, int]]) -> None:
+def stop(running: dict[str, tuple[BaseProcess, tuple[int, ...]]]) -> None:
     """End our own worker processes (each by its pid) and wait for them."""
     for process, _ in running.values():
         if process.exitcode is None:
@@ -169,10 +192,11 @@ def survive_requeue_signal() -> None:
 
 
 def run_local(run_dir: Path, plan: RunPlan, folds: list[int], devices: str | None = None,
-              folds_per_device: int = 1, workers: int = 1) -> None:
-    """Run `folds` with the executor the options ask for."""
+              folds_per_device: int = 1, workers: int = 1, fold_batch: str = "off") -> None:
+    """Run `folds` with the executor the options ask for (``fold_batch``: 'off', 'auto' or N folds per job)."""
     slots = make_slots(devices, folds_per_device, workers)
+    size = parse_fold_batch(fold_batch)
     if len(slots) == 1 and devices is None:
-        run_sequential(run_dir, plan, folds)
+        run_sequential(run_dir, plan, folds, size)
     else:
-        run_parallel(run_dir, plan, folds, slots)
+        run_parallel(run_dir, plan, folds, slots, size)

@@ -1,9 +1,12 @@
-"""Planning a run: check everything, then claim the run directory (config.yaml + run.json).
+"""Planning a run: check everything, then claim the run directory (config.yaml, run.json, fold_plan.json).
 
 Nothing is created before every check passed: the config (it is instantiated once), the
-epochs, the fold selection, the executor options and every input file of the data source
-(``datamodule.check_inputs()``). A run directory holds one config only; its run.json records
-what every executor of every fold must reuse (fold plan, seed, threads per fold, W&B settings).
+epochs, the fold selection, the executor options, the weight selection (a ModelCheckpoint or
+EarlyStopping may look at the inner validation split only) and every input file of the data
+source (``datamodule.check_inputs()``). A run directory holds one config and one fold plan only;
+its run.json records what every executor of every fold must reuse (seed, threads per fold, W&B
+settings), its fold_plan.json every fold's training, validation and test subjects and test samples
+(written before any training; a rerun whose plan differs is refused).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from ..reporting import atomic_write_text, write_json
 from .folds import parse_folds
 from .options import LosoOptions
 
-PROBE_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-                 "enable_checkpointing": False}
+PROBE_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+FOLD_PLAN = "fold_plan.json"
+SHOWN_SUBJECTS = 4  # test subjects a fold's name lists
 
 
 @dataclass
@@ -61,8 +65,10 @@ class RunPlan:
         write_json(run_dir / "run.json", {k: v for k, v in asdict(self).items() if k != "config"})
 
     def fold_name(self, k: int) -> str:
-        """'fold 3 (subject 006)' or 'fold 1 (subjects 01, 07)' for messages."""
+        """'fold 3 (subject 006)', 'fold 1 (subjects 01, 07)' or 'fold 0 (83 subjects: sub0001, ...)' for messages."""
         subjects = self.test_subjects[k]
+        if len(subjects) > SHOWN_SUBJECTS:
+            return f"fold {k} ({len(subjects)} subjects: {', '.join(subjects[:SHOWN_SUBJECTS])}, ...)"
         return f"fold {k} (subject{'s' if len(subjects) > 1 else ''} {', '.join(subjects)})"
 
 
@@ -106,6 +112,10 @@ def check_options(config: dict[str, Any], options: LosoOptions) -> None:
     if parallel and trainer.get("devices") not in (1, "1", None, "auto"):
         raise MERError(f"--devices/--workers run one fold per device, but the config sets trainer.devices "
                        f"{trainer.get('devices')}; add --trainer.devices 1 or run folds one at a time")
+    if options.fold_batch != "off":
+        from .fold_batch import check_fold_batch
+
+        check_fold_batch(config, options)
     if options.launcher == "slurm":
         from .slurm import check_launch
 
@@ -139,13 +149,17 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
         parse_folds(options.folds, n_folds=sys.maxsize)
     if options.devices is not None:
         parse_devices(options.devices)
-    datamodule = instantiate(with_trainer(config, **PROBE_TRAINER)).datamodule
+    probe = instantiate(with_trainer(config, **PROBE_TRAINER))
+    datamodule = probe.datamodule
+    check_weight_selection(probe.trainer.callbacks, datamodule.val_subjects)
     datamodule.check_inputs()
     datamodule.prepare_data()
     n_folds = datamodule.num_folds
     selected = parse_folds(options.folds, n_folds)
     digest = config_hash(config)
     previous = _previous_plan(run_dir, config, digest)
+    fold_plan = json.loads(json.dumps(datamodule.fold_plan_record()))
+    _check_same_fold_plan(run_dir, fold_plan)
     threads = options.threads_per_fold or default_threads(options)
     if previous is not None and options.threads_per_fold not in (None, previous.threads_per_fold):
         raise MERError(f"{run_dir} trains every fold with {previous.threads_per_fold} threads (run.json); "
@@ -165,8 +179,76 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
     )
     if is_rank_zero():
         (run_dir / "folds").mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / FOLD_PLAN, fold_plan)
         plan.save(run_dir, config_yaml)
     return plan
+
+
+def selecting_callbacks(callbacks: list[Any]) -> list[Any]:
+    """The callbacks that look at a logged metric: ModelCheckpoint (chooses weights) and EarlyStopping."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    return [c for c in callbacks if isinstance(c, (ModelCheckpoint, EarlyStopping)) and c.monitor]
+
+
+def check_weight_selection(callbacks: list[Any], val_subjects: int) -> None:
+    """A fold's weights may be chosen (ModelCheckpoint) only on its inner validation split (a val/* metric),
+    and training stopped early (EarlyStopping) only on it or on training metrics; never on test data."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    selecting = selecting_callbacks(callbacks)
+    for callback in selecting:
+        allowed = ("val/",) if isinstance(callback, ModelCheckpoint) else ("val/", "train/")
+        if not str(callback.monitor).startswith(allowed):
+            raise MERError(f"{type(callback).__name__} monitors '{callback.monitor}': a fold's "
+                           f"{'predicting weights may be chosen' if isinstance(callback, ModelCheckpoint) else 'training may stop'} "
+                           f"on {' or '.join(a + '*' for a in allowed)} metrics only (e.g. val/uf1 with data.val_subjects > 0)")
+        if callback.monitor.startswith("val/") and not val_subjects:
+            raise MERError(f"{type(callback).__name__} monitors '{callback.monitor}' but data.val_subjects is 0 (no inner "
+                           "validation split): set data.val_subjects to hold out training subjects for validation")
+    if sum(isinstance(c, ModelCheckpoint) for c in selecting) > 1:
+        raise MERError("several ModelCheckpoint callbacks monitor a metric: keep one, it chooses the weights that predict each fold")
+
+
+def _check_same_fold_plan(run_dir: Path, fold_plan: dict[str, Any]) -> None:
+    """Refuse (one line naming the first difference) a run directory planned with other folds."""
+    path = run_dir / FOLD_PLAN
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise MERError(f"{path} is unreadable ({err}); use another --output or delete that directory") from None
+    difference = fold_plan_difference(previous, fold_plan)
+    if difference:
+        raise MERError(f"{run_dir} was planned with other folds ({FOLD_PLAN}: {difference}); its finished folds would "
+                       "not match this plan: use another --output or delete that directory")
+
+
+def fold_plan_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first difference between two fold plans in words ('fold 2 test_subjects: +s03 -s02'), None if equal."""
+    for key in ("kind", "split_seed"):
+        if old.get(key) != new.get(key):
+            return f"{key} {old.get(key)} → {new.get(key)}"
+    old_folds, new_folds = old.get("folds") or [], new["folds"]
+    if len(old_folds) != len(new_folds):
+        return f"{len(old_folds)} folds → {len(new_folds)}"
+    for before, after in zip(old_folds, new_folds):
+        flat_before, flat_after = _flat_roles(before), _flat_roles(after)
+        for role in sorted(set(flat_before) | set(flat_after)):
+            removed = [s for s in flat_before.get(role, []) if s not in set(flat_after.get(role, []))]
+            added = [s for s in flat_after.get(role, []) if s not in set(flat_before.get(role, []))]
+            if added or removed or flat_before.get(role) != flat_after.get(role):
+                change = " ".join([*(f"+{s}" for s in added[:3]), *(f"-{s}" for s in removed[:3])]) or "order"
+                return f"fold {after['fold']} {role}: {change}"
+    return None
+
+
+def _flat_roles(fold: dict[str, Any]) -> dict[str, list[str]]:
+    """A fold's lists by role, each test set's samples as role 'test_sets/<name>'."""
+    flat = {role: list(values) for role, values in fold.items() if isinstance(values, list)}
+    flat.update({f"test_sets/{name}": list(samples) for name, samples in (fold.get("test_sets") or {}).items()})
+    return flat
 
 
 def is_rank_zero() -> bool:

@@ -70,6 +70,8 @@ def folds_script(run_dir: Path, folds: list[int], options: LosoOptions) -> str:
     parallel = f"%{options.array_parallelism}" if options.array_parallelism else ""
     # The task's GPUs are those SLURM lists in CUDA_VISIBLE_DEVICES (expanded when the task starts).
     gpus = f' --devices "$CUDA_VISIBLE_DEVICES" --folds-per-device {options.folds_per_device}' if options.gpus_per_task else ""
+    if options.fold_batch != "off":  # the task's chunk of folds is trained in fold groups
+        gpus += f" --fold-batch {shlex.quote(options.fold_batch)}"
     lines = [
         "#!/bin/bash",
         f"# mer loso fold tasks: folds {format_folds(folds)} of {run_dir}, {options.folds_per_task} per array task.",

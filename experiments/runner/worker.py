@@ -1,7 +1,7 @@
 """Worker command: run a chunk of a planned run's folds, e.g. one SLURM array task.
 
     python -m experiments.runner.worker RUN_DIR [--folds SPEC | --task-index I --folds-per-task K]
-        [--devices 0,1] [--folds-per-device K] [--workers N] [--aggregate]
+        [--devices 0,1] [--folds-per-device K] [--workers N] [--fold-batch off|auto|N] [--aggregate]
 
 RUN_DIR must have been planned by ``mer loso`` (config.yaml + run.json). Without a selection the
 run's selected folds are run; ``--task-index I --folds-per-task K`` takes the I-th chunk of K of
@@ -43,6 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--devices", help="GPU indices to spread the folds over, e.g. 0,1")
     parser.add_argument("--folds-per-device", type=int, default=1, help="folds at once on each GPU")
     parser.add_argument("--workers", type=int, default=1, help="folds at once on CPU")
+    parser.add_argument("--fold-batch", default="off", help="train folds at once: off, auto or N folds per job")
     parser.add_argument("--aggregate", action="store_true", help="pool the run when every fold is done")
     return parser.parse_args(argv)
 
@@ -58,7 +59,7 @@ def worker_main(argv: list[str] | None = None) -> None:
         folds = task_folds(plan, args.task_index, args.folds_per_task)
     else:
         folds = parse_folds(args.folds, plan.n_folds) if args.folds else plan.folds
-    run_local(args.run_dir, plan, folds, args.devices, args.folds_per_device, args.workers)
+    run_local(args.run_dir, plan, folds, args.devices, args.folds_per_device, args.workers, args.fold_batch)
     if args.aggregate and not missing_folds(args.run_dir, plan):
         aggregate(args.run_dir)
 

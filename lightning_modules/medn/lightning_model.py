@@ -82,6 +82,13 @@ class MEDN(WeightedLossMixin, MERClassifier):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         return self.model(batch["flow"], batch.get("frames"), batch.get("apex_flow"))
 
+    def probe_features(self, batch: Batch) -> dict[str, Tensor]:
+        """Motion f_m and emotion f_e features (before eq. 5) and their orthogonal components
+        f_m⊥, f_e⊥ (eqs. 5-7, what the fusion reads)."""
+        out = self(batch)
+        return {"motion": out["f_m"], "emotion": out["f_e"],
+                "motion_perp": out["f_m_perp"], "emotion_perp": out["f_e_perp"]}
+
     def loss_terms(self, batch: Batch, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         terms = {
             "cls": focal_loss(outputs["logits"], batch["label"], gamma=self.hparams.focal_gamma),

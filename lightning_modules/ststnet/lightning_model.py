@@ -31,6 +31,10 @@ class STSTNet(WeightedLossMixin, MERClassifier):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         return {"logits": self.net(batch["apex_flow"])}
 
+    def probe_features(self, batch: Batch) -> dict[str, Tensor]:
+        """The pooled triple-stream features before the classifier."""
+        return {"pooled": self.net.features(batch["apex_flow"])}
+
     def loss_terms(self, batch: Batch, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"cls": F.cross_entropy(outputs["logits"], batch["label"])}
 

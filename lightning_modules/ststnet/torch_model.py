@@ -30,6 +30,10 @@ class STSTNetModel(nn.Module):
         side = ((image_size + 2 * 2 - 3 + 1) + 2 - 3) // 3 + 1
         self.classifier = nn.Linear(16 * (side // 2) ** 2, num_classes)
 
+    def features(self, image: Tensor) -> Tensor:
+        """The pooled, flattened stream maps the classifier reads (B, 16 · side²)."""
+        maps = torch.cat([stream(image) for stream in self.streams], dim=1)
+        return self.pool(maps).flatten(1)
+
     def forward(self, image: Tensor) -> Tensor:
-        features = torch.cat([stream(image) for stream in self.streams], dim=1)
-        return self.classifier(self.pool(features).flatten(1))
+        return self.classifier(self.features(image))

@@ -115,6 +115,13 @@ class Xie2022(MERClassifier):
         """MENet's outputs ('logits', 'features', 'maps' with DAO): the only path to a prediction."""
         return self.menet(batch["frames"])
 
+    def probe_features(self, batch: Batch) -> dict[str, Tensor]:
+        """MENet's motion features f^e and (with IDNet) IDNet's identity features f^d, as MINE reads them (eq. 3)."""
+        features = {"f_e": self.menet(batch["frames"])["features"]}
+        if self.idnet is not None:
+            features["f_d"] = self.idnet(batch["frames"])["features"]
+        return features
+
     def evaluation_loss(self, batch: Batch, outputs: dict[str, Tensor]) -> Tensor:
         return F.cross_entropy(outputs["logits"], batch["label"])
 

@@ -1,0 +1,104 @@
+"""A finished fold's features on its training subjects' samples, from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from datamodules.errors import MERError
+
+from ..runner.folds import FoldPaths
+from ..runner.job import fold_config
+from ..runner.plan import PROBE_TRAINER, RunPlan, instantiate, with_trainer
+
+# The Trainer is only built, never run: a run trained on GPUs (or in mixed precision) is probed anywhere.
+BUILD_ONLY = {**PROBE_TRAINER, "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
+              "precision": "32-true"}
+
+
+@dataclass(frozen=True)
+class FoldFeatures:
+    """Features by name (N, D) of the fold's training samples and each sample's subject (N,)."""
+
+    features: dict[str, np.ndarray]
+    subjects: np.ndarray
+
+
+def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str) -> FoldFeatures:
+    """Rebuild fold k's model and datamodule from the run's config, load its last checkpoint and
+    return ``model.probe_features`` (eval mode) on its train and inner-val samples; never its test subjects."""
+    cli = instantiate(with_trainer(fold_config(plan, run_dir, k), **BUILD_ONLY))
+    model, datamodule = cli.model, cli.datamodule
+    if datamodule.test_subjects != plan.test_subjects[k]:
+        raise MERError(f"{plan.fold_name(k)}: the config now holds out {datamodule.test_subjects} in this fold "
+                       "(run.json disagrees); probe with the code version that trained the run")
+    load_weights(model, FoldPaths(run_dir, k).last_ckpt)
+    datamodule.prepare_data()
+    datamodule.setup("predict")
+    training = ConcatDataset([datamodule.datasets["train"], datamodule.datasets["val"]])
+    check_against_fold_plan(run_dir, k, datamodule)
+    features = extract(model, DataLoader(training, batch_size=datamodule.batch_size, shuffle=False,
+                                         num_workers=datamodule.num_workers), device, plan.fold_name(k))
+    subjects = datamodule.row_subjects[features.pop("index").astype(np.int64)]
+    if set(subjects) & set(plan.test_subjects[k]):
+        raise RuntimeError(f"{plan.fold_name(k)}: a held-out subject reached the probe")
+    return FoldFeatures(features, subjects)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """The checkpoint's state dict into `model` (all keys must fit)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MERError(f"{path}: cannot load its weights into the run's model ({first_line}); "
+                       "was config.yaml or the model's code changed after training?") from None
+
+
+def check_against_fold_plan(run_dir: Path, k: int, datamodule) -> None:
+    """Where the run saved its fold plan (fold_plan.json), the probed subjects must be fold k's
+    training and validation subjects there."""
+    path = run_dir / "fold_plan.json"
+    if not path.is_file():
+        return
+    saved = next((fold for fold in json.loads(path.read_text()).get("folds", []) if fold.get("fold") == k), None)
+    if saved is None:
+        return
+    split = datamodule.split()
+    probed = set(datamodule.row_subjects[np.concatenate([split["train"], split["val"]])])
+    planned = {str(s) for s in [*saved.get("train_subjects", []), *saved.get("val_subjects", [])]}
+    if probed != planned:
+        raise MERError(f"{path}: fold {k}'s training subjects differ from the config's split now; "
+                       "probe with the code version that trained the run")
+
+
+@torch.inference_mode()
+def extract(model, loader: DataLoader, device: str, fold_name: str) -> dict[str, np.ndarray]:
+    """``model.probe_features`` of every batch, concatenated, plus 'index' (the table rows)."""
+    model.to(device).eval()
+    parts: dict[str, list[np.ndarray]] = {"index": []}
+    for batch in loader:
+        batch = {key: value.to(device) for key, value in batch.items()}
+        model.require_inputs(batch)
+        features = model.probe_features(batch)
+        if not features:
+            raise MERError(f"{type(model).__name__}.probe_features returned no features")
+        for name, value in features.items():
+            if name == "index" or value.ndim != 2 or len(value) != len(batch["index"]):
+                raise MERError(f"{type(model).__name__}.probe_features: feature '{name}' has shape {tuple(value.shape)}; "
+                               f"each must be (batch {len(batch['index'])}, D) and not be named 'index'")
+            if not torch.isfinite(value).all():
+                raise MERError(f"{fold_name}: feature '{name}' has NaN/inf values (did training diverge?)")
+            parts.setdefault(name, []).append(value.float().cpu().numpy())
+        parts["index"].append(batch["index"].cpu().numpy())
+    if len(parts) == 1:
+        raise MERError(f"{fold_name}: it has no training samples to probe")
+    if any(len(values) != len(parts["index"]) for values in parts.values()):
+        raise MERError(f"{type(model).__name__}.probe_features must return the same feature names for every batch")
+    return {name: np.concatenate(values) for name, values in parts.items()}

@@ -1,0 +1,50 @@
+"""What ``mer probe`` prints and writes: the table, probe.json's contents and the bar chart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+POOLING = ("pooled: the balanced accuracy of every probed fold's held-out (true, predicted) subject pairs "
+           "together; chance: its expectation for a probe guessing uniformly among each fold's probed subjects "
+           "(1/m when every fold probes m subjects); ratio = balanced accuracy / chance")
+
+
+def probe_table(result: dict[str, Any]) -> str:
+    """One line per feature: dimension, pooled balanced accuracy, chance, ratio."""
+    lines = [f"identity probe of {result['model']}: subject from features, linear, {len(result['folds'])} fold(s) pooled",
+             f"{'feature':<16}{'dim':>6}{'bal.acc':>10}{'chance':>9}{'ratio':>8}"]
+    for name, feature in result["features"].items():
+        pooled = feature["pooled"]
+        lines.append(f"{name:<16}{feature['dim']:>6}{pooled['balanced_accuracy']:>10.3f}{pooled['chance']:>9.3f}"
+                     f"{pooled['ratio']:>8.2f}")
+    lines += [f"note: {note}" for note in result["notes"]]
+    return "\n".join(lines)
+
+
+def plot_probe(result: dict[str, Any], path: Path) -> None:
+    """Bars of the pooled balanced accuracy per feature, each with its chance level as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["features"])
+    pooled = [result["features"][name]["pooled"] for name in names]
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6))
+    bars = ax.bar(range(len(names)), [p["balanced_accuracy"] for p in pooled], color="tab:blue", width=0.6)
+    for i, p in enumerate(pooled):
+        ax.hlines(p["chance"], i - 0.4, i + 0.4, colors="black", linestyles="dashed",
+                  label="chance" if i == 0 else None)
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("subject balanced accuracy")
+    ax.set_title(f"identity probe: {result['model']} ({len(result['folds'])} folds)", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)

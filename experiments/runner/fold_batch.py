@@ -1,0 +1,265 @@
+"""A fold-group job: several folds of a planned run trained at once in one process and one Trainer.
+
+The executors run it instead of ``job.run_fold`` under ``--fold-batch N|auto``: a job's folds are
+cut into groups (N folds, or under ``auto`` as many as the device's free memory holds), each
+trained by :class:`lightning_modules.fold_batch.FoldBatch` on a
+:class:`datamodules.device_resident.DeviceResidentFolds`. Every fold's model is initialised exactly
+as its sequential job would be (seed ``seed_everything + k``, the same constructor arguments); its
+batches are drawn with its own generator seeded from (its seed, epoch); dropout masks come from
+the global generator, reseeded from (the group's first fold seed, epoch). So the checkpoint's epoch
+is the whole random state and a killed group resumes exactly from its last epoch-end checkpoint.
+
+Outputs per fold are those of a sequential job (``folds/fold_00k.json`` then ``folds/fold_00k.csv``,
+predictions of its last weights); the group's directory ``folds/group_<folds>/`` holds
+``group.json`` (its folds), ``last.ckpt`` and CSV logs (per-fold training loss). A rerun reuses a
+group that has a checkpoint, so the folds it trains do not depend on how ``auto`` sizes groups
+then. Per-fold W&B runs are not written by this executor (the pooled run is, by the aggregation).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.device_resident import DeviceResidentFolds, free_memory
+from datamodules.errors import MERError
+from lightning_modules.fold_batch import FoldBatch, check_fold_batchable
+
+from ..reporting import atomic_write_csv, write_json
+from .folds import FoldPaths, format_folds
+from .options import LosoOptions
+from .job import FoldStatus, Report, fold_record, prediction_table, trainer_call
+from .plan import RunPlan, instantiate, with_trainer
+from .seeding import EpochSeeding, epoch_seed
+
+AUTO_MEMORY_SHARE = 0.6  # our choice: under `auto`, a group may fill 60 % of the free device memory
+CHECKPOINT_EVERY_S = 30.0  # our choice: epoch-end checkpoints at most this often (and after the last epoch)
+
+
+def parse_fold_batch(spec: str) -> int | None:
+    """'off' -> None, 'auto' -> 0, 'N' -> N (>= 1); anything else is a user error."""
+    text = str(spec).strip().lower()
+    if text == "off":
+        return None
+    if text == "auto":
+        return 0
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise MERError(f"--fold-batch '{spec}' is not 'off', 'auto' or a number of folds >= 1")
+
+
+def check_fold_batch(config: dict[str, Any], options: LosoOptions) -> None:
+    """--fold-batch: its syntax, and a model, trainer and data split whose folds can be trained at once."""
+    parse_fold_batch(options.fold_batch)
+    trainer = config.get("trainer") or {}
+    if trainer.get("devices") not in (1, "1", None, "auto"):
+        raise MERError(f"--fold-batch trains a group of folds on one device, but the config sets trainer.devices "
+                       f"{trainer.get('devices')}; add --trainer.devices 1 or use --fold-batch off")
+    if trainer.get("callbacks"):
+        raise MERError("--fold-batch runs none of the config's trainer.callbacks per fold; remove them or use --fold-batch off")
+    if trainer.get("gradient_clip_val") and trainer.get("gradient_clip_algorithm", "norm") != "value":
+        raise MERError("--fold-batch: gradient-norm clipping would take the norm across folds; use "
+                       "--trainer.gradient_clip_algorithm value or --fold-batch off")
+    if ((config.get("data") or {}).get("init_args") or {}).get("val_subjects"):
+        raise MERError("--fold-batch has no inner validation split (no early stopping per fold); "
+                       "set --data.init_args.val_subjects 0 or use --fold-batch off")
+    class_path = str((config.get("model") or {}).get("class_path", ""))
+    module, _, name = class_path.rpartition(".")
+    try:
+        model_class = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return  # an unknown model is reported by the config's instantiation, with the CLI's own message
+    check_fold_batchable(model_class)
+
+
+@dataclass(frozen=True)
+class GroupPaths:
+    """Files of the fold group `folds` in `run_dir`."""
+
+    run_dir: Path
+    folds: tuple[int, ...]
+
+    @property
+    def dir(self) -> Path:
+        return self.run_dir / "folds" / f"group_{format_folds(list(self.folds))}"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.dir / "last.ckpt"
+
+    @property
+    def record(self) -> Path:
+        return self.dir / "group.json"
+
+
+def started_groups(run_dir: Path, folds: list[int]) -> list[list[int]]:
+    """Groups of earlier attempts with a checkpoint, all of whose folds are in `folds` and some not done."""
+    groups = []
+    for record in sorted((run_dir / "folds").glob("group_*/group.json")):
+        group = json.loads(record.read_text())["folds"]
+        if (record.parent / "last.ckpt").is_file() and set(group) <= set(folds) and \
+                not all(FoldPaths(run_dir, k).done() for k in group):
+            groups.append(group)
+    return groups
+
+
+class GroupEpochStart(L.Callback):
+    """Each fold's batch order of the epoch, from its own generator seeded by (fold seed, epoch)."""
+
+    def __init__(self, data: DeviceResidentFolds, seeds: list[int]) -> None:
+        self.data, self.seeds = data, seeds
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.data.start_epoch([epoch_seed(seed, trainer.current_epoch, 0) for seed in self.seeds])
+
+
+class ThrottledCheckpoint(L.Callback):
+    """The group's resume point ``last.ckpt`` at an epoch end, at most every `every_s` seconds and
+    always after the last epoch (an epoch-end checkpoint of any epoch resumes exactly)."""
+
+    def __init__(self, path: Path, every_s: float) -> None:
+        self.path, self.every_s, self.saved = path, every_s, time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        if last or time.monotonic() - self.saved >= self.every_s:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            self.saved = time.monotonic()
+
+
+def group_config(plan: RunPlan, paths: GroupPaths) -> dict[str, Any]:
+    """The run's config for the group: its first fold's index and seed, the group's own root and CSV log."""
+    config = with_trainer(plan.config, default_root_dir=str(paths.dir), enable_progress_bar=False,
+                          enable_model_summary=False, enable_checkpointing=False,
+                          logger={"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                  "init_args": {"save_dir": str(paths.dir), "name": "logs"}})
+    config["seed_everything"] = plan.base_seed + paths.folds[0]
+    config["data"]["init_args"]["fold"] = paths.folds[0]
+    return config
+
+
+def fold_models(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]) -> list[Any]:
+    """One model per fold, built as the sequential job builds it: seed ``seed_everything + k``, then the
+    model's constructor with its (linked) arguments for that fold."""
+    models = []
+    for k in folds:
+        datamodule.fold = k
+        hparams = dict(model.hparams)
+        if "num_identities" in hparams:
+            hparams["num_identities"] = datamodule.num_identities
+        L.seed_everything(plan.base_seed + k, verbose=False)
+        models.append(type(model)(**hparams))
+    return models
+
+
+def saved_bytes(module: FoldBatch, data: DeviceResidentFolds) -> int:
+    """Bytes the autograd graph keeps for one training step of `module` (its activations)."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    buffers = {name: value.clone() for name, value in module.tensors()[1].items()}
+    params = module.tensors()[0]
+    data.start_epoch([0] * len(data.folds))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module._vmapped("forward")(params, buffers, data.train_batch(0))
+    return total
+
+
+def auto_group_size(model: Any, datamodule: Any, plan: RunPlan, folds: list[int], device: torch.device) -> int:
+    """As many folds as fit in AUTO_MEMORY_SHARE of the free memory: per fold its weights, gradients and two
+    optimiser moments, and one step's activations (measured on one fold)."""
+    probe_fold = folds[:1]
+    data = DeviceResidentFolds(datamodule, probe_fold, device)
+    module = FoldBatch(fold_models(model, datamodule, plan, probe_fold), data).to(device)
+    weights = sum(p.numel() * p.element_size() for p in module.parameters())
+    per_fold = 4 * weights + saved_bytes(module, data)
+    table = sum(t.numel() * t.element_size() for t in data.data.values())
+    budget = AUTO_MEMORY_SHARE * free_memory(device) - table
+    return max(1, min(len(folds), int(budget // max(per_fold, 1))))
+
+
+def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report | None = None,
+                   compile: bool = False, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+    """Train the folds `folds` of the run in `run_dir` at once (resuming the group's checkpoint), then
+    let each predict its held-out subject(s) and write its record and CSV."""
+    paths = GroupPaths(run_dir, tuple(folds))
+    if all(FoldPaths(run_dir, k).done() for k in folds):
+        return
+    torch.set_num_threads(plan.threads_per_fold)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if not paths.last_ckpt.is_file():
+        shutil.rmtree(paths.dir, ignore_errors=True)
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    write_json(paths.record, {"folds": list(folds)})
+    seeds = [plan.base_seed + k for k in folds]
+    cli = instantiate(group_config(plan, paths))
+    trainer, datamodule = cli.trainer, cli.datamodule
+    datamodule.prepare_data()
+    data = DeviceResidentFolds(datamodule, folds, trainer.strategy.root_device)
+    module = FoldBatch(fold_models(cli.model, datamodule, plan, folds), data, compile=compile)
+    callbacks = [EpochSeeding(seeds[0]), GroupEpochStart(data, seeds), ThrottledCheckpoint(paths.last_ckpt, checkpoint_every_s)]
+    if report is not None:
+        callbacks.append(FoldStatus(folds[0], lambda text: report(text.replace(f"fold {folds[0]}", f"folds {format_folds(folds)}"))))
+    trainer.callbacks.extend(callbacks)
+    steps = DataLoader(range(data.steps_per_epoch), batch_size=None)
+    with trainer_call(trainer):
+        trainer.fit(module, train_dataloaders=steps, ckpt_path=paths.last_ckpt if paths.last_ckpt.is_file() else None)
+    module.to(trainer.strategy.root_device)
+    with trainer.precision_plugin.predict_step_context():
+        predictions = [module.predict_fold(i, data.test_batches(i)) for i in range(len(folds))]
+    for i, k in enumerate(folds):
+        if FoldPaths(run_dir, k).done():
+            continue
+        datamodule.fold = k
+        index, probs = (t.cpu().numpy() for t in predictions[i])
+        record = {**fold_record(k, trainer), "executor": "fold_batch", "fold_group": list(folds)}
+        write_json(FoldPaths(run_dir, k).record, record)
+        atomic_write_csv(FoldPaths(run_dir, k).csv, prediction_table(datamodule, plan, k, index, probs.astype(np.float64)))
+
+
+def fold_groups(run_dir: Path, plan: RunPlan, folds: list[int], size: int) -> list[list[int]]:
+    """Groups of the not-yet-done `folds`: groups started earlier first, then chunks of `size` (0 = auto:
+    sized in the job, see :func:`run_fold_job`)."""
+    started = started_groups(run_dir, folds)
+    taken = {k for group in started for k in group}
+    todo = [k for k in folds if k not in taken and not FoldPaths(run_dir, k).done()]
+    if size == 0:
+        return started + ([todo] if todo else [])
+    return started + [todo[i:i + size] for i in range(0, len(todo), size)]
+
+
+def run_fold_job(run_dir: Path, folds: list[int], plan: RunPlan, size: int, report: Report | None = None) -> None:
+    """A job of the executors under --fold-batch: its groups one after another (size 0 = auto: as many
+    folds per group as fit in memory, measured here)."""
+    for group in fold_groups(run_dir, plan, folds, size):
+        if size == 0 and not GroupPaths(run_dir, tuple(group)).last_ckpt.is_file():
+            cli = instantiate(group_config(plan, GroupPaths(run_dir, tuple(group))))
+            cli.datamodule.prepare_data()
+            n = auto_group_size(cli.model, cli.datamodule, plan, group, cli.trainer.strategy.root_device)
+            for start in range(0, len(group), n):
+                run_fold_group(run_dir, group[start:start + n], plan, report)
+        else:
+            run_fold_group(run_dir, group, plan, report)
+
+
+def job_chunks(folds: list[int], size: int, slots: int) -> list[list[int]]:
+    """Fold jobs for `slots` parallel workers: groups of `size`, or under auto (0) one even share per slot."""
+    if size:
+        return [folds[i:i + size] for i in range(0, len(folds), size)]
+    per_slot = math.ceil(len(folds) / max(slots, 1)) if folds else 1
+    return [folds[i:i + per_slot] for i in range(0, len(folds), per_slot)]

@@ -1,0 +1,125 @@
+"""The W&B runs of a LOSO run: one per fold and one holding the pooled metrics, also under ``wandb agent``.
+
+Outside a sweep the folds are grouped per run directory (``plan.group``) and the pooled metrics go to
+a run named 'pooled'. A ``wandb agent`` starts each trial's command with the trial in the environment
+(``wandb_agent.Agent._command_run`` and ``run_agent`` of wandb 0.31): ``WANDB_SWEEP_ID``,
+``WANDB_RUN_ID`` (the trial's run), ``WANDB_SWEEP_PARAM_PATH`` (the trial's parameters as a config
+file), and ``WANDB_DIR`` (when unset), ``WANDB_ENTITY``/``WANDB_PROJECT`` (when the sweep path names
+them). With the first three visible, wandb ignores the ``id``/``project`` of every ``wandb.init`` in
+the process, so each fold's WandbLogger would write into the trial's run. Hence, in a trial:
+
+- a fold's process first parks those three variables (``MER_PARKED_WANDB_*``, still inherited by
+  spawned workers, SLURM tasks and the aggregation job) and logs the fold to its own run: id
+  ``<trial>-fold-<k>``, group ``<trial>``, job type 'fold', in the sweep's project;
+- the pooled metrics go to the trial's run itself (its summary ``pooled/uf1`` is the sweep metric),
+  initialised in a fresh wandb session that sees the agent's variables exactly as the agent set them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .plan import RunPlan
+
+AGENT_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
+PARKED = "MER_PARKED_"
+
+
+@dataclass(frozen=True)
+class SweepTrial:
+    """The ``wandb agent`` trial this process belongs to."""
+
+    sweep_id: str
+    run_id: str
+
+    @property
+    def group(self) -> str:
+        """The W&B group of the trial's fold runs and of the trial's run."""
+        return self.run_id
+
+
+def _agent_value(name: str) -> str | None:
+    return os.environ.get(name) or os.environ.get(PARKED + name)
+
+
+def sweep_trial() -> SweepTrial | None:
+    """The agent's trial (its variables set or parked), None outside a sweep."""
+    sweep_id, run_id = _agent_value("WANDB_SWEEP_ID"), _agent_value("WANDB_RUN_ID")
+    return SweepTrial(sweep_id, run_id) if sweep_id and run_id else None
+
+
+def park_agent_variables() -> None:
+    """Hide the agent's variables from wandb in this process (and the processes it starts).
+
+    A wandb session set up while they were visible keeps them, so it is torn down (no run is open
+    between two folds)."""
+    if not any(name in os.environ for name in AGENT_VARIABLES):
+        return
+    for name in AGENT_VARIABLES:
+        if name in os.environ:
+            os.environ[PARKED + name] = os.environ.pop(name)
+    import wandb
+
+    wandb.teardown()
+
+
+@contextlib.contextmanager
+def agent_session() -> Iterator[None]:
+    """A fresh wandb session seeing the agent's variables as the agent set them; parked again after."""
+    import wandb
+
+    park_agent_variables()
+    wandb.teardown()
+    for name in AGENT_VARIABLES:
+        if PARKED + name in os.environ:
+            os.environ[name] = os.environ[PARKED + name]
+    try:
+        yield
+    finally:
+        park_agent_variables()
+
+
+def fold_logger_args(plan: RunPlan, run_dir: Path, k: int) -> dict[str, Any]:
+    """``WandbLogger`` arguments of fold k: its own run, grouped per run directory or per sweep trial.
+
+    In a trial the fold runs land in the sweep's project (``WANDB_PROJECT`` as the agent set it, else
+    ``--wandb-project``) so that they share a project with the trial's run."""
+    trial = sweep_trial()
+    args: dict[str, Any] = {
+        "project": plan.wandb_project, "group": plan.group, "job_type": "fold",
+        "name": f"fold-{k:03d}-{'-'.join(plan.test_subjects[k])}", "id": f"{plan.group}-fold-{k:03d}",
+        "resume": "allow", "save_dir": str(run_dir), "offline": plan.wandb == "offline"}
+    if trial is not None:
+        park_agent_variables()
+        args.update(project=os.environ.get("WANDB_PROJECT") or plan.wandb_project, group=trial.group,
+                    id=f"{trial.run_id}-fold-{k:03d}")
+        if os.environ.get("WANDB_ENTITY"):
+            args["entity"] = os.environ["WANDB_ENTITY"]
+    return args
+
+
+@contextlib.contextmanager
+def pooled_run(plan: RunPlan, run_dir: Path, config: dict[str, Any]) -> Iterator[Any]:
+    """The open W&B run that receives the pooled metrics, finished on exit: the sweep trial's run
+    inside ``wandb agent`` (its project, id and parameters are the agent's), else one 'pooled' run
+    per run directory (a rerun of the aggregation resumes it)."""
+    import wandb
+
+    trial = sweep_trial()
+    with contextlib.ExitStack() as stack:
+        if trial is None:
+            where = {"project": plan.wandb_project, "group": plan.group, "name": "pooled", "id": f"{plan.group}-pooled"}
+        else:
+            stack.enter_context(agent_session())
+            where = {"group": trial.group}
+        run = wandb.init(**where, job_type="pooled", resume="allow", dir=str(run_dir), mode=plan.wandb, config=config,
+                         reinit="create_new")
+        try:
+            yield run
+        finally:
+            run.finish()

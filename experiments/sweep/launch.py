@@ -1,0 +1,111 @@
+"""Starting a sweep's workers: local processes (one per GPU with --devices), or a SLURM array of
+worker tasks plus a summary job that runs once every task has ended (``afterany``)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+
+from ..reporting import atomic_write_text
+from ..runner.options import LosoOptions
+from ..runner.slurm import REPO_ROOT, _directives, _environment, _sbatch, check_launch
+
+LOGS = "logs"
+SLURM_DIR = "slurm"
+WORKERS_SCRIPT = "workers.sbatch"
+SUMMARY_SCRIPT = "summary.sbatch"
+POLL_S = 2.0
+
+
+def worker_command(output: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "experiments.sweep.worker", str(output), *args]
+
+
+def run_local_workers(output: Path, study: optuna.Study, n: int, devices: list[str] | None) -> list[int]:
+    """`n` worker processes (logs in OUTPUT/logs/), progress printed as the trials change state;
+    returns their exit codes. Ctrl-C stops them (SIGTERM by pid: their trials are queued again)."""
+    (output / LOGS).mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    workers = []
+    for i in range(n):
+        with open(output / LOGS / f"worker-{i}.log", "a") as log:
+            workers.append(subprocess.Popen(worker_command(output, "--index", str(i)), stdout=log, stderr=subprocess.STDOUT,
+                                            env={**env, **({"CUDA_VISIBLE_DEVICES": devices[i]} if devices else {})}))
+    print(f"{n} worker(s) started (pids {', '.join(str(w.pid) for w in workers)}); logs in {output / LOGS}/", flush=True)
+    shown, reported = "", set()
+    try:
+        while None in [w.poll() for w in workers]:
+            time.sleep(POLL_S)
+            counts = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+            line = "trials: " + (", ".join(f"{count} {state}" for state, count in sorted(counts.items())) or "none yet")
+            if line != shown:
+                print(line, flush=True)
+                shown = line
+            for i, worker in enumerate(workers):
+                if worker.returncode not in (None, 0) and i not in reported:
+                    reported.add(i)
+                    print(f"worker {i} (pid {worker.pid}) exited with code {worker.returncode}, see "
+                          f"{output / LOGS}/worker-{i}.log; a trial it was running is queued again", flush=True)
+    except KeyboardInterrupt:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in workers:
+            worker.wait()
+        raise
+    return [w.returncode for w in workers]
+
+
+def workers_script(output: Path, n: int, options: LosoOptions) -> str:
+    gpus = [f"#SBATCH --gpus-per-task={options.gpus_per_task}"] if options.gpus_per_task else []
+    lines = [
+        "#!/bin/bash",
+        f"# mer sweep workers: {n} array task(s) pull trials of the study in {output} until it is done;",
+        "# a task that dies leaves its trial to the others (retried after the heartbeat grace period).",
+        *_directives(output, options, f"sweep-{output.name}", "worker-%A_%a.out", options.time, options.cpus_per_task),
+        f"#SBATCH --array=0-{n - 1}",
+        *gpus,
+        *_environment(),
+        f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    "
+        f'{shlex.join(worker_command(output))} --index "$SLURM_ARRAY_TASK_ID"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary_script(output: Path, options: LosoOptions) -> str:
+    lines = [
+        "#!/bin/bash",
+        f"# mer sweep summary of {output} once every worker task has ended: trials.csv, figure6.png, heatmap.png",
+        *_directives(output, options, f"sweep-{output.name}-summary", "summary-%j.out", "00:30:00", 1),
+        *_environment(),
+        shlex.join(worker_command(output, "--summary")),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def launch_slurm(output: Path, n: int, options: LosoOptions) -> None:
+    """Write OUTPUT/slurm/{workers,summary}.sbatch and submit them (``--dry-run``: print them only)."""
+    check_launch(options)
+    output = output.resolve()
+    scripts = {WORKERS_SCRIPT: workers_script(output, n, options), SUMMARY_SCRIPT: summary_script(output, options)}
+    (output / SLURM_DIR).mkdir(exist_ok=True)
+    for name, text in scripts.items():
+        atomic_write_text(output / SLURM_DIR / name, text)
+    if options.dry_run:
+        for name, text in scripts.items():
+            print(f"# ---- {output / SLURM_DIR / name}\n{text}")
+        print(f"# dry run: nothing submitted. Submit with:\narray=$(sbatch --parsable "
+              f"{shlex.quote(str(output / SLURM_DIR / WORKERS_SCRIPT))}) && sbatch --dependency=afterany:${{array%%;*}} "
+              f"{shlex.quote(str(output / SLURM_DIR / SUMMARY_SCRIPT))}")
+        return
+    array = _sbatch(output / SLURM_DIR / WORKERS_SCRIPT)
+    summary = _sbatch(output / SLURM_DIR / SUMMARY_SCRIPT, f"--dependency=afterany:{array}")
+    print(f"submitted worker array {array} ({n} task(s)) and summary job {summary}; logs in {output / SLURM_DIR}/; "
+          f"watch with: squeue -j {array},{summary}")

@@ -1,0 +1,50 @@
+"""Sweep worker command: pull trials of a sweep's study until it is done (a local process or a SLURM array task).
+
+    python -m experiments.sweep.worker OUTPUT [--index I]      # I seeds this worker's sampler
+    python -m experiments.sweep.worker OUTPUT --summary        # trials table and plots only
+
+OUTPUT must have been set up by ``mer sweep`` (spec.yaml, sweep.json, study.journal). SIGTERM (the
+parent's stop, ``scancel``) ends the running trial like Ctrl-C: it is queued again at once and its
+LOSO run resumes from its finished folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("output", type=Path, help="a sweep output directory set up by mer sweep")
+    parser.add_argument("--index", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
+                        help="worker index, added to the sampler seed (default: $SLURM_ARRAY_TASK_ID or 0)")
+    parser.add_argument("--summary", action="store_true", help="write the trials table and plots, run nothing")
+    return parser.parse_args(argv)
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def worker_main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from .spec import load_spec
+    from .study import SPEC_COPY, SweepSettings, open_study, work
+    from .summary import summarize
+
+    if args.summary:
+        spec = load_spec(args.output / SPEC_COPY)
+        summarize(open_study(args.output, spec, SweepSettings.load(args.output).seed), spec, args.output)
+        return
+    signal.signal(signal.SIGTERM, interrupt)
+    work(args.output, args.index)
+
+
+if __name__ == "__main__":
+    from ..command_line import guarded
+
+    guarded(worker_main, "finished trials are kept in the study journal; rerun mer sweep to resume")

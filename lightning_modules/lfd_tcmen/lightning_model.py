@@ -1,0 +1,194 @@
+"""LFD-TCMEN training logic: the six weighted losses of the abstract and the optimiser."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from datamodules.errors import MERError
+from losses.disentangle import consistency_loss, cross_correlation_loss
+from losses.focal import focal_loss
+
+from ..base import Batch, MERClassifier, WeightedLossMixin
+from ..xie2022.lightning_model import identity_cross_entropy
+from .torch_model import LFDTCMENModel, different_subject_partners
+
+DRL_TERMS = ("orth", "rec", "cons", "cycle", "id")
+
+
+class LFDTCMEN(WeightedLossMixin, MERClassifier):
+    """Learnable Feature Disentanglement with Temporal-Complemented Motion Enhancement (Qian, Huang
+    & Qu, Entropy 2026, 28(2):180). Only the abstract is public; every choice below that it leaves
+    open is ours.
+
+    The abstract gives: a DRL module that isolates motion from subject appearance, end to end; a
+    TCME module that integrates the purified motion representations with optical-flow dynamics to
+    model the spatiotemporal evolution; a multi-task objective of orthogonality, reconstruction,
+    consistency, cycle, identity and classification losses.
+
+    Not specified by the paper; we use:
+      - Encoders: the suite's 2D ResNet (ImageNet layout) per frame. Identity encoder: one frame.
+        Motion encoder: the frame stacked with the clip's onset frame (frame 0, the identity
+        reference), so a motion code is the frame's change relative to the onset. Frames are resized
+        to ``drl_size`` first.
+      - Decoder: (identity code of the onset, motion code of frame t) -> frame t (FrameDecoder).
+      - L_orth: mean squared Pearson correlation between every identity-code dimension and every
+        motion-code dimension over the batch's frames (batch-centred difference loss of Bousmalis
+        et al. 2016; ``losses.disentangle.cross_correlation_loss``).
+      - L_rec: L1 between the rebuilt and the real (resized) frames, every frame of the clip.
+      - L_cons: spread of a clip's per-frame identity codes around their mean + squared onset
+        motion code (``losses.disentangle.consistency_loss``).
+      - L_cycle: every clip takes a partner of another subject in the batch (training identities;
+        ``different_subject_partners``); frames rebuilt from (own onset identity code, partner's
+        motion code of step t) for t = 1..T-1 are re-encoded: MSE of the identity code to the own
+        onset identity code plus MSE of the motion code (relative to the own onset) to the
+        partner's. Targets are not detached. Clips without such a partner contribute 0.
+      - L_id: cross-entropy of a linear subject classifier on the clip's mean identity code over
+        the fold's training subjects (``batch['identity']``; items marked -1 are ignored).
+      - L_cls: focal loss (gamma ``focal_gamma``) on the emotion logits.
+      - Total: ``lambda_cls L_cls + sum lambda_k L_k`` over the DRL terms; a term with weight 0 is
+        not computed (that is its switch). ``val/loss`` and ``test/loss`` are L_cls alone: the
+        cycle and identity terms need training identities, which evaluation items do not carry.
+      - TCME: motion codes of steps 1..T-1 (step t: onset -> frame t, the same step as flow[t-1])
+        and flow features of a ResNet per flow step, fused per step and channel by a learned gate
+        (GatedFusion), plus learned step embeddings, ``temporal_depth`` pre-norm transformer blocks
+        over the steps, LayerNorm, mean over steps = the clip feature; Dropout + Linear head.
+      - Optimiser: AdamW (``lr``, ``weight_decay``), no schedule.
+    ``use_drl=False`` is the "no DRL" ablation: the flow branch, the same temporal model and head,
+    trained with L_cls only (the DRL weights are then unused).
+
+    ``probe_features``: with DRL 'identity_code' (mean over frames) and 'motion_code' (mean over
+    steps 1..T-1); without DRL 'flow_features' (the clip feature before the head).
+
+    Args:
+        num_classes, num_aus, num_identities: linked from the datamodule (AUs unused; identities =
+            classes of the identity loss, needed when ``lambda_id > 0``).
+        use_drl, frame_channels, flow_channels, num_frames, drl_size, code_dim, encoder_blocks,
+            base_width, decoder_width, fusion_dim, temporal_depth, num_heads, mlp_ratio, dropout:
+            see :class:`LFDTCMENModel` (``num_frames`` must match the datamodule's).
+        lambda_orth, lambda_rec, lambda_cons, lambda_cycle, lambda_id, lambda_cls: loss weights.
+        focal_gamma: gamma of the focal loss.
+        lr, weight_decay: AdamW settings.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 3,
+        num_aus: int = 0,
+        num_identities: int = 0,
+        use_drl: bool = True,
+        frame_channels: int = 3,
+        flow_channels: int = 2,
+        num_frames: int = 8,
+        drl_size: int = 64,
+        code_dim: int = 64,
+        encoder_blocks: Sequence[int] = (2, 2, 2, 2),
+        base_width: int = 32,
+        decoder_width: int = 16,
+        fusion_dim: int = 128,
+        temporal_depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.1,
+        lambda_orth: float = 1.0,
+        lambda_rec: float = 1.0,
+        lambda_cons: float = 1.0,
+        lambda_cycle: float = 1.0,
+        lambda_id: float = 1.0,
+        lambda_cls: float = 1.0,
+        focal_gamma: float = 2.0,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        super().__init__(num_classes, num_aus, num_identities)
+        if use_drl and lambda_id > 0 and num_identities < 2:
+            raise MERError(f"lambda_id > 0 needs num_identities >= 2 (the fold's training subjects), got {num_identities}; "
+                           "it is linked from the datamodule's num_identities (or set lambda_id: 0)")
+        self.save_hyperparameters()
+        self.model = LFDTCMENModel(
+            num_classes, num_identities if use_drl and lambda_id > 0 else 0, use_drl, frame_channels, flow_channels,
+            num_frames, drl_size, code_dim, tuple(encoder_blocks), base_width, decoder_width, fusion_dim,
+            temporal_depth, num_heads, mlp_ratio, dropout,
+        )  # fmt: skip
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        return frozenset({"flow", "frames", "identity"} if self.hparams.use_drl else {"flow"})
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return self.model(batch["flow"], batch.get("frames") if self.hparams.use_drl else None)
+
+    def probe_features(self, batch: Batch) -> dict[str, Tensor]:
+        out = self(batch)
+        if not self.hparams.use_drl:
+            return {"flow_features": out["features"]}
+        return {"identity_code": out["identity_codes"].mean(dim=1), "motion_code": out["motion_codes"][:, 1:].mean(dim=1)}
+
+    # -- losses --------------------------------------------------------------------------------
+    def active_terms(self) -> list[str]:
+        """The loss terms with a non-zero weight (only those are computed)."""
+        drl = [t for t in DRL_TERMS if self.hparams[f"lambda_{t}"] > 0] if self.hparams.use_drl else []
+        return (["cls"] if self.hparams.lambda_cls > 0 else []) + drl
+
+    def loss_weights(self) -> dict[str, float]:
+        return {t: float(self.hparams[f"lambda_{t}"]) for t in ("cls", *DRL_TERMS)}
+
+    def loss_terms(self, batch: Batch, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        active = self.active_terms()
+        terms: dict[str, Tensor] = {}
+        if "cls" in active:
+            terms["cls"] = focal_loss(outputs["logits"], batch["label"], gamma=self.hparams.focal_gamma)
+        if not set(active) & set(DRL_TERMS):
+            return terms
+        ids, motion, clip = outputs["identity_codes"], outputs["motion_codes"], outputs["clip"]
+        if "orth" in active:
+            terms["orth"] = cross_correlation_loss(ids.flatten(0, 1), motion.flatten(0, 1))
+        if "rec" in active:
+            terms["rec"] = F.l1_loss(self.rebuild(ids, motion), clip)
+        if "cons" in active:
+            terms["cons"] = consistency_loss(ids, motion[:, 0])
+        if "cycle" in active:
+            terms["cycle"] = self.cycle_loss(batch["identity"], outputs)
+        if "id" in active:
+            identity_logits = self.model.identity_head(ids.mean(dim=1))
+            terms["id"] = identity_cross_entropy(identity_logits, batch["identity"])
+        return terms
+
+    def rebuild(self, identity_codes: Tensor, motion_codes: Tensor) -> Tensor:
+        """Every frame t rebuilt from (onset identity code, motion code of t): (B, T, C, s, s)."""
+        return self.model.decode(identity_codes[:, :1].expand_as(identity_codes), motion_codes)
+
+    def swap(self, identity: Tensor, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The cycle path: frames of steps 1..T-1 rebuilt from (own onset identity code, partner's
+        motion code), re-encoded. Returns 'partner', 'valid', 'swapped' (B, T-1, C, s, s),
+        're_identity' and 're_motion' (B, T-1, D)."""
+        partner, valid = different_subject_partners(identity)
+        ids, motion, clip = outputs["identity_codes"], outputs["motion_codes"], outputs["clip"]
+        donor_motion = motion[partner, 1:]
+        own_identity = ids[:, :1].expand_as(donor_motion)
+        swapped = self.model.decode(own_identity, donor_motion)
+        return {
+            "partner": partner, "valid": valid, "swapped": swapped,
+            "re_identity": self.model.encode_identity(swapped),
+            "re_motion": self.model.encode_motion(swapped, clip[:, :1].expand_as(swapped)),
+        }  # fmt: skip
+
+    def cycle_loss(self, identity: Tensor, outputs: dict[str, Tensor]) -> Tensor:
+        """MSE of the re-encoded identity code to the own onset identity code plus MSE of the
+        re-encoded motion code to the partner's, averaged over the clips that have a partner."""
+        cycle = self.swap(identity, outputs)
+        ids, motion = outputs["identity_codes"], outputs["motion_codes"]
+        identity_error = (cycle["re_identity"] - ids[:, :1]).pow(2).mean(dim=(1, 2))
+        motion_error = (cycle["re_motion"] - motion[cycle["partner"], 1:]).pow(2).mean(dim=(1, 2))
+        weight = cycle["valid"].to(identity_error.dtype)
+        return ((identity_error + motion_error) * weight).sum() / weight.sum().clamp(min=1)
+
+    def evaluation_loss(self, batch: Batch, outputs: dict[str, Tensor]) -> Tensor:
+        """L_cls: evaluation items carry no training identity (see the class docstring)."""
+        return focal_loss(outputs["logits"], batch["label"], gamma=self.hparams.focal_gamma)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

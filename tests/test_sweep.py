@@ -1,0 +1,157 @@
+"""``mer sweep``: a 2×2 grid (λ_au × λ_orth) of whole LOSO runs of the tiny synthetic MEDN (it has AU
+labels, so λ_au weighs a real loss term) with 2 local workers, one SIGKILLed mid-trial; the trial
+retry, resume, plots and table; the SLURM scripts (--dry-run); the stale-trial reclaim on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from experiments.cli import mer_main
+from experiments.sweep.spec import load_spec
+from experiments.sweep.study import SweepSettings, next_trial, open_study, reclaim_stale, unfinished
+from tests.conftest import ROOT, run_in_process
+
+LAMBDA_AU, LAMBDA_ORTH = "model.init_args.lambda_au", "model.init_args.lambda_orth"
+GRID = {LAMBDA_AU: [0.0, 1.0], LAMBDA_ORTH: [0.5, 1.0]}
+N_FOLDS = 4  # tiny_config: 4 subjects, LOSO
+
+
+def write_spec(path: Path, config: Path, **extra) -> Path:
+    """A W&B-style grid spec over GRID whose command runs `mer loso --config <config>`."""
+    spec = {"name": "tiny-grid", "program": "mer", "method": "grid",
+            "metric": {"name": "pooled/uf1", "goal": "maximize"},
+            "parameters": {name: {"values": values} for name, values in GRID.items()},
+            "command": ["${env}", "mer", "loso", "--config", str(config), "${args}"], **extra}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def first_loss_row(run_dir: Path) -> pd.Series:
+    return pd.read_csv(next((run_dir / "folds" / "fold_000" / "logs").glob("version_*/metrics.csv"))).iloc[0]
+
+
+@pytest.mark.slow
+def test_grid_with_a_killed_worker_finishes_every_trial(tiny_config, tmp_path):
+    spec = write_spec(tmp_path / "grid.yaml", tiny_config)
+    output = tmp_path / "sweep"
+    command = [sys.executable, "-c", "from experiments.cli import mer_main; mer_main()", "sweep", str(spec),
+               "--output", str(output), "--parallel", "2", "--wandb", "disabled", "--heartbeat", "1",
+               "--grace-period", "6"]
+    sweep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim, kept = None, {}
+    deadline = time.monotonic() + 150
+    while victim is None and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if not (output / "study.journal").exists():
+            continue
+        for trial in open_study(output, load_spec(spec), 0).get_trials(states=(TrialState.RUNNING,)):
+            done = sorted((output / trial.user_attrs["run_dir"] / "folds").glob("fold_*.csv"))
+            if 0 < len(done) < N_FOLDS:  # midway: some folds finished, others not
+                victim, kept = trial, {path: path.stat().st_mtime_ns for path in done}
+                os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+                break
+    log = sweep.communicate(timeout=170)[0]
+    assert victim is not None, f"no trial was caught midway\n{log}"
+    assert sweep.returncode == 0, log
+    assert "exited with code -9" in log
+
+    table = pd.read_csv(output / "trials.csv")
+    complete = table[table["state"] == "COMPLETE"]
+    assert sorted(zip(complete["lambda_au"], complete["lambda_orth"])) == [(0.0, 0.5), (0.0, 1.0), (1.0, 0.5), (1.0, 1.0)]
+    failed = table[table["state"] == "FAIL"]
+    assert list(failed["trial"]) == [victim.number]
+    assert list(complete[complete["retry_of"] == victim.number]["run_dir"]) == [victim.user_attrs["run_dir"]]
+    for path, mtime in kept.items():  # the retry resumed the run: folds finished before the kill are kept
+        assert path.stat().st_mtime_ns == mtime
+    for row in complete.itertuples():
+        run_dir = output / row.run_dir
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["uf1"] == pytest.approx(row._6)  # the pooled/uf1 column
+        init = metrics["config"]["model"]["init_args"]
+        assert (init["lambda_au"], init["lambda_orth"]) == (row.lambda_au, row.lambda_orth)
+        # MEDN eq. 16 with the trial's λ: L = L_cls + λ_au L_au + λ_orth L_orth (λ_au = 0 drops a real AU term)
+        logged = first_loss_row(run_dir)
+        assert logged["train/au"] > 0.01
+        expected = logged["train/cls"] + row.lambda_au * logged["train/au"] + row.lambda_orth * logged["train/orth"]
+        assert logged["train/loss"] == pytest.approx(expected, rel=1e-4)
+    assert (output / "figure6.png").stat().st_size > 0 and (output / "heatmap.png").stat().st_size > 0
+
+    # the same command again: the study is resumed, finds nothing to do and summarizes
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 of 4 trials complete" in again.stdout
+    assert len(pd.read_csv(output / "trials.csv")) == len(table)
+
+
+def test_slurm_dry_run_writes_worker_array_and_summary_job(tiny_config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = write_spec(tmp_path / "grid.yaml", tiny_config)
+    output = tmp_path / "sweep"
+    code, out, err = run_in_process(mer_main, ["sweep", str(spec), "--output", str(output), "--launcher", "slurm",
+                                               "--parallel", "3", "--gpus-per-task", "1", "--cpus-per-task", "4",
+                                               "--dry-run"], capsys)
+    assert code == 0, err
+    workers, summary = (output / "slurm" / "workers.sbatch").read_text(), (output / "slurm" / "summary.sbatch").read_text()
+    assert "#SBATCH --array=0-2" in workers and "#SBATCH --gpus-per-task=1" in workers
+    assert f'-m experiments.sweep.worker {output.resolve()} --index "$SLURM_ARRAY_TASK_ID"' in workers
+    assert f"-m experiments.sweep.worker {output.resolve()} --summary" in summary
+    assert "dry run: nothing submitted" in out and "--dependency=afterany" in out
+    for script in ("workers.sbatch", "summary.sbatch"):
+        assert subprocess.run(["bash", "-n", str(output / "slurm" / script)]).returncode == 0
+    assert SweepSettings.load(output).threads_per_fold == 4 // 3
+    assert not (output / "trials").exists()
+
+
+def test_bad_parameter_name_and_foreign_output_are_one_line_errors(tiny_config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text((write_spec(tmp_path / "grid.yaml", tiny_config)).read_text().replace("lambda_au", "lamda_au"))
+    code, _, err = run_in_process(mer_main, ["sweep", str(typo), "--output", str(tmp_path / "a"), "--dry-run",
+                                             "--launcher", "slurm"], capsys)
+    assert code == 2 and err.count("\n") == 1 and str(typo) in err and "lamda_au" in err
+
+    output = tmp_path / "b"
+    assert run_in_process(mer_main, ["sweep", str(tmp_path / "grid.yaml"), "--output", str(output), "--launcher",
+                                     "slurm", "--dry-run"], capsys)[0] == 0
+    other = write_spec(tmp_path / "other.yaml", tiny_config, run_cap=2, method="random")
+    code, _, err = run_in_process(mer_main, ["sweep", str(other), "--output", str(output), "--dry-run",
+                                             "--launcher", "slurm"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "holds a study of another spec" in err
+
+
+def test_a_trial_without_heartbeat_is_queued_again_with_its_parameters(tmp_path, monkeypatch):
+    """The reclaim alone (no training): a RUNNING trial whose heartbeat is older than the grace period
+    is failed and queued as a retry of the same grid point, which the next worker takes first."""
+    spec = load_spec(write_spec(tmp_path / "grid.yaml", tmp_path / "unused.yaml"))
+    study = open_study(tmp_path, spec, seed=0)
+    settings = SweepSettings(heartbeat=1, grace_period=10)
+    first, second = next_trial(study, spec), next_trial(study, spec)
+    assert first.params != second.params
+    assert reclaim_stale(study, settings) == []  # fresh heartbeats
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 11)
+    second.set_user_attr("heartbeat", now + 11)  # still beating
+    assert [t.number for t in reclaim_stale(study, settings)] == [first.number]
+    retried = next_trial(study, spec)
+    assert retried.params == first.params and retried.number == 2
+    assert retried.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+    for trial in (second, retried):
+        study.tell(trial, 0.5)
+    assert unfinished(study, spec)  # two grid points are not drawn yet
+    rest = [next_trial(study, spec), next_trial(study, spec)]
+    assert next_trial(study, spec) is None
+    drawn = {tuple(t.params.values()) for t in [second, retried, *rest]}
+    assert len(drawn) == 4  # every grid point exactly once

@@ -1,0 +1,117 @@
+"""The W&B sweep YAMLs of configs/sweeps/ as ``wandb agent`` runs them, and as ``mer sweep`` reads them.
+
+The agent's own code expands and starts each trial's command (wandb.wandb_agent.Agent._command_run:
+``${env}`` -> /usr/bin/env, ``${args}`` -> ``--name=value`` per parameter, WANDB_RUN_ID in the
+environment); a stub ``mer`` on PATH records the argv it receives, which our CLI then parses as
+``mer loso`` does (experiments.cli.run_loso_command: make_cli with LosoCLI, run=False).
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from wandb import wandb_agent
+
+from datamodules.errors import MERError
+from experiments.lightning_cli import LosoCLI, make_cli
+from experiments.sweep.spec import load_spec
+from tests.conftest import ROOT
+
+SWEEPS = ROOT / "configs" / "sweeps"
+SPECS = sorted(SWEEPS.glob("*.yaml"))
+BASE = ["--config", "configs/medn/casme3.yaml"]
+
+
+def agent_argv(spec: dict, args: dict[str, float], run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The argv that `mer` receives when the W&B agent runs trial `run_id` of sweep `spec` with `args`."""
+    stub = tmp_path / "bin" / "mer"
+    stub.parent.mkdir()
+    record = tmp_path / "argv.json"
+    stub.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import json, sys; json.dump(sys.argv[1:], open(\"{record}\", \"w\"))' \"$@\"\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{stub.parent}:/usr/bin:/bin")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
+    monkeypatch.setenv("WANDB_RUN_ID", "placeholder")  # the agent sets it; monkeypatch restores it
+    started: list[wandb_agent.AgentProcess] = []
+    real = wandb_agent.AgentProcess
+    monkeypatch.setattr(wandb_agent, "AgentProcess", lambda **kw: started.append(real(**kw)) or started[-1])
+    agent = wandb_agent.Agent(api=None, queue=None, sweep_id="sweep1")
+    agent._sweep_command = list(spec["command"])  # what Agent.run reads from the sweep's config
+    agent._command_run({"run_id": run_id, "program": spec["program"],
+                        "args": {name: {"value": value} for name, value in args.items()}})
+    assert len(started) == 1 and started[0].wait(timeout=60) == 0
+    return json.loads(record.read_text())
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_agent_command_parses_with_our_cli_and_sets_the_lambdas(path, tmp_path, monkeypatch):
+    spec = yaml.safe_load(path.read_text())
+    assert spec["metric"] == {"name": "pooled/uf1", "goal": "maximize"}
+    args = {"model.init_args.lambda_au": 0.4, "model.init_args.lambda_orth": 1.6}
+    argv = agent_argv(spec, args, "run7", tmp_path, monkeypatch)
+    assert argv[0] == "loso" and argv[-2:] == ["--model.init_args.lambda_au=0.4", "--model.init_args.lambda_orth=1.6"]
+    monkeypatch.chdir(ROOT)  # the command's --config is relative to the repository root
+    cli = make_cli(argv[1:], run=False, prog="mer loso", cli_class=LosoCLI)
+    init = cli.config.model.init_args
+    assert (init.lambda_au, init.lambda_orth) == (0.4, 1.6)
+    options = cli.options()
+    assert options.wandb == "online"  # an offline trial would never report its metric to the sweep
+    assert options.output == Path("outputs/wandb-sweeps/run7")  # one run folder per W&B run
+    assert "lambda_au: 0.4" in cli.fold_config_yaml()
+
+
+def test_the_specs_are_medn_figure6(tmp_path):
+    """MEDN §V-B4: each λ over {0, 0.2, ..., 2.0} with the other at 1; bayes over [0, 2]."""
+    grid = [round(0.2 * i, 1) for i in range(11)]
+    for swept, fixed in (("lambda_au", "lambda_orth"), ("lambda_orth", "lambda_au")):
+        spec = load_spec(SWEEPS / f"medn_{swept}.yaml")
+        values = {p.short: list(p.values) for p in spec.parameters}
+        assert spec.method == "grid" and values == {swept: grid, fixed: [1.0]} and spec.budget == 11
+        assert spec.base_args == tuple(BASE)
+    bayes = load_spec(SWEEPS / "medn_lambda_bayes.yaml")
+    assert bayes.method == "bayes" and bayes.budget == 30 and bayes.base_args == tuple(BASE)
+    assert {(p.low, p.high) for p in bayes.parameters} == {(0.0, 2.0)}
+
+
+def test_plain_command_lists_are_read_too(tmp_path):
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump({
+        "method": "grid", "metric": {"name": "pooled/uar"}, "program": "mer",
+        "parameters": {"model.init_args.lambda_au": {"values": [0.0, 1.0]}},
+        "command": ["${env}", "mer", "loso", "--config", "a.yaml", "--output=x", "--trainer.max_epochs", "3",
+                    "--wandb", "online", "${args}"]}))
+    spec = load_spec(path)
+    assert spec.base_args == ("--config", "a.yaml", "--trainer.max_epochs", "3") and not spec.maximize
+    assert spec.trial_args({"model.init_args.lambda_au": 1.0})[-1] == "--model.init_args.lambda_au=1.0"
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"method": "hyperband"}, "method 'hyperband'"),
+    ({"parameters": {"model.init_args.lambda_au": {"min": 0.0, "max": 2.0}}}, "a grid takes values/value only"),
+    ({"method": "random"}, "needs run_cap"),
+    ({"command": ["${env}", "python", "train.py", "${args}"]}, "does not run `mer loso`"),
+    ({"metric": {"goal": "maximize"}}, "metric needs a name"),
+    ({"parameters": {"model.init_args.lambda_au": {"min": 1.0, "max": 1.0}}, "method": "bayes", "run_cap": 3},
+     "empty range"),
+])
+def test_bad_specs_are_one_line_errors(tmp_path, change, words):
+    spec = {**yaml.safe_load((SWEEPS / "medn_lambda_au.yaml").read_text()), **change}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(MERError) as error:
+        load_spec(path)
+    assert words in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_wandb_agent_sbatch_is_valid_bash():
+    script = SWEEPS / "wandb_agent.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    assert "wandb agent" in text and "#SBATCH --array" in text

@@ -1,0 +1,112 @@
+"""W&B runs of a LOSO run started by ``wandb agent`` (offline): each fold has its own run grouped under
+the trial, the trial's run (the agent's run id) gets the pooled metrics. Read back from wandb's own
+offline files (``run-<id>.wandb``: a LevelDB-style log of ``Record`` protobufs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import yaml
+from wandb.proto import wandb_internal_pb2
+
+from experiments.cli import mer_main
+from experiments.runner.plan import RunPlan
+from experiments.runner.wandb_runs import fold_logger_args
+from tests.conftest import run_in_process
+
+SWEEP_ID, TRIAL_ID = "sweep7ab", "trial3xy"
+BLOCK, HEADER = 32768, 7  # wandb's log: 7-byte file header, 32 KiB blocks of (crc32, length, type) chunks
+FULL, LAST = 1, 4
+
+
+def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    """The records of a ``.wandb`` file (chunks never cross a 32 KiB block; a block's tail < 7 bytes is padding)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a wandb log"
+    records, pos, payload = [], HEADER, b""
+    while pos + HEADER <= len(data):
+        if BLOCK - pos % BLOCK < HEADER:
+            pos += BLOCK - pos % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        payload += data[pos + HEADER:pos + HEADER + length]
+        pos += HEADER + length
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            records.append(record)
+            payload = b""
+    return records
+
+
+def offline_runs(run_dir: Path) -> dict[str, dict]:
+    """run id → its run record fields, config and last summary values, for every offline run of `run_dir`."""
+    runs = {}
+    for log in run_dir.glob("wandb/offline-run-*/run-*.wandb"):
+        run, config, summary = None, {}, {}
+        for record in wandb_records(log):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                run = record.run
+                config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+            elif kind == "config":
+                config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+            elif kind == "summary":
+                summary.update({item.key: json.loads(item.value_json) for item in record.summary.update if item.key})
+        assert run is not None, f"{log} has no run record"
+        assert run.run_id not in runs, f"two W&B runs share the id {run.run_id}: {log}"
+        runs[run.run_id] = {"group": run.run_group, "job_type": run.job_type, "sweep_id": run.sweep_id,
+                            "project": run.project, "config": config, "summary": summary}
+    return runs
+
+
+def agent_environment(base: Path) -> dict[str, str]:
+    """What ``wandb agent entity/project/ID`` puts into a trial command's environment (wandb 0.31,
+    ``Agent._command_run``/``run_agent``), with the trial's parameter file written as the agent does."""
+    param_path = base / "wandb" / f"sweep-{SWEEP_ID}" / f"config-{TRIAL_ID}.yaml"
+    param_path.parent.mkdir(parents=True)
+    param_path.write_text(yaml.safe_dump({"model.init_args.lambda_au": {"value": 0.5}}))
+    return {"WANDB_SWEEP_ID": SWEEP_ID, "WANDB_RUN_ID": TRIAL_ID, "WANDB_SWEEP_PARAM_PATH": str(param_path),
+            "WANDB_DIR": str(base), "WANDB_ENTITY": "lab", "WANDB_PROJECT": "lambda-study", "WANDB_MODE": "offline"}
+
+
+def test_agent_trial_gets_pooled_metrics_and_every_fold_its_own_run(tiny_config, tmp_path, capsys):
+    """Folds 0-1 in the agent's process itself, 2-3 in spawned workers started with the agent's variables."""
+    run_dir = tmp_path / "trial"
+    command = ["loso", "--config", str(tiny_config), "--model.init_args.lambda_au=0.5", f"--output={run_dir}"]
+    agent = agent_environment(tmp_path)
+    for extra in (["--folds=0-1"], ["--workers=2"]):
+        with mock.patch.dict(os.environ, agent):  # the whole environment is restored on exit
+            code, _, err = run_in_process(mer_main, command + extra, capsys)
+        assert code == 0, err
+
+    runs = offline_runs(run_dir)
+    folds = {run_id: run for run_id, run in runs.items() if run["job_type"] == "fold"}
+    assert sorted(folds) == [f"{TRIAL_ID}-fold-{k:03d}" for k in range(4)]
+    for run in folds.values():
+        assert run["group"] == TRIAL_ID and run["sweep_id"] == "" and run["project"] == "lambda-study"
+        assert "pooled/uf1" not in run["summary"]
+    assert set(runs) == {*folds, TRIAL_ID}
+    trial = runs[TRIAL_ID]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert trial["sweep_id"] == SWEEP_ID and trial["group"] == TRIAL_ID and trial["job_type"] == "pooled"
+    assert trial["config"]["model.init_args.lambda_au"] == 0.5  # the agent's parameters: it is the agent's run
+    for key in ("uf1", "uar", "acc"):
+        assert trial["summary"][f"pooled/{key}"] == pytest.approx(metrics[key], abs=1e-6)
+        assert trial["summary"][f"pooled/synthetic/{key}"] == pytest.approx(metrics["per_dataset"]["synthetic"][key],
+                                                                            abs=1e-6)
+
+
+def test_outside_an_agent_folds_are_grouped_per_run_directory(tmp_path, monkeypatch):
+    for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "MER_PARKED_WANDB_SWEEP_ID", "MER_PARKED_WANDB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    plan = RunPlan(config_hash="abc", n_folds=2, folds=[0, 1], test_subjects={0: ["s0"], 1: ["s1"]},
+                   class_names=["a", "b"], base_seed=0, threads_per_fold=1, group="run-abc")
+    args = fold_logger_args(plan, tmp_path, 1)
+    assert (args["id"], args["group"], args["project"], args["name"]) == ("run-abc-fold-001", "run-abc", "mer-suite",
+                                                                         "fold-001-s1")
