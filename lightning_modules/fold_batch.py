@@ -11,6 +11,11 @@ HFTA (MLSys'21) without touching a model: a convolution over F stacked weights r
 convolution, a linear layer as one batched matmul, a normalisation as one kernel over F groups,
 for every model whose layers have batching rules (STSTNet, MEDN; anything with data-dependent
 shapes or Python control flow on values is refused in one line when the group starts).
+That pays where kernels are tiny and launches dominate (GPUs). On a CPU the same kernels are
+compute-bound and oneDNN's grouped-convolution backward is slower than F plain ones (measured:
+STSTNet, 8 folds, 1.45x slower), so there (``vectorize=False``, the default on CPU) a step runs
+the folds' forward/backward one after another on views of the stacked tensors: the kernels of
+sequential training, without its per-fold Trainer, data loading and optimiser overheads.
 
 - BatchNorm: running statistics are stacked buffers passed to vmap with the parameters, so each
   fold's batch statistics update its own slice in place (vmap allows in-place updates of a
@@ -94,9 +99,12 @@ class FoldBatch(L.LightningModule):
         batches: gives the step's batch of every fold (values (F, B, ...)) for a step index,
             e.g. :class:`datamodules.device_resident.DeviceResidentFolds`.
         compile: ``torch.compile`` the batched loss (optional; off by default).
+        vectorize: vmap over folds (True) or loop over them inside each step (False); None: vmap
+            on accelerators, loop on CPU.
     """
 
-    def __init__(self, models: list[MERClassifier], batches: Any, compile: bool = False) -> None:
+    def __init__(self, models: list[MERClassifier], batches: Any, compile: bool = False,
+                 vectorize: bool | None = None) -> None:
         super().__init__()
         check_fold_batchable(type(models[0]))
         if len({type(m) for m in models}) != 1:
@@ -116,6 +124,7 @@ class FoldBatch(L.LightningModule):
         for name, escaped in self._buffer_names.items():
             self.stacked.register_buffer(escaped, torch.stack([m.get_buffer(name).detach() for m in models]))
         self._call = [_Call(models[0])]  # a list: the template's own tensors are no part of this module
+        self.vectorize = vectorize
         self._loss_batched: bool | None = None  # decided at the first step
         self._batched_loss = torch.compile(self._vmapped("loss")) if compile else self._vmapped("loss")
         self.epoch_loss: Tensor | None = None
@@ -165,6 +174,8 @@ class FoldBatch(L.LightningModule):
     def fold_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Every fold's own total loss (F,) and loss terms on its own batch (values (F, B, ...))."""
         params, buffers = self.tensors()
+        if not (self.device.type != "cpu" if self.vectorize is None else self.vectorize):
+            return self._fold_loop(params, buffers, batch)
         with self._attention_kernel():
             if self._loss_batched is None:
                 self._loss_batched = self._probe(params, buffers, batch)
@@ -175,6 +186,16 @@ class FoldBatch(L.LightningModule):
         for i in range(self.n_folds):
             fold_terms = self.template.loss_terms({k: v[i] for k, v in batch.items()}, {k: v[i] for k, v in outputs.items()})
             losses.append(self.template.total_loss(fold_terms))
+            terms.append(fold_terms)
+        return torch.stack(losses), {name: torch.stack([t[name] for t in terms]) for name in terms[0]}
+
+    def _fold_loop(self, params: dict[str, Tensor], buffers: dict[str, Tensor], batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The folds one after another, each on views of its slice (gradients and BN updates land in it)."""
+        losses, terms = [], []
+        for i in range(self.n_folds):
+            fold = ({n: v[i] for n, v in params.items()}, {n: v[i] for n, v in buffers.items()})
+            loss, fold_terms = functional_call(self._call[0], fold, ("loss", {k: v[i] for k, v in batch.items()}))
+            losses.append(loss)
             terms.append(fold_terms)
         return torch.stack(losses), {name: torch.stack([t[name] for t in terms]) for name in terms[0]}
 

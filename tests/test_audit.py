@@ -24,19 +24,7 @@ def clean_run(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A pooled 4-fold LOSO run (1 epoch) of the tiny synthetic config."""
     output = tmp_path_factory.mktemp("audit") / "run"
     mer_main(["loso", "--config", str(tiny_config), "--output", str(output), "--wandb", "disabled"])
-    if not (output / "fold_plan.json").exists():  # TEMPORARY until the runner writes it (G1)
-        _hand_built_plan(output)
     return output
-
-
-def _hand_built_plan(run: Path) -> None:
-    tests = {int(k): v for k, v in json.loads((run / "run.json").read_text())["test_subjects"].items()}
-    pooled = read_csv(run / "predictions.csv")
-    subjects = sorted(set(pooled["subject"]))
-    folds = [{"fold": k, "train_subjects": [s for s in subjects if s not in t], "val_subjects": [], "test_subjects": t,
-              "test_samples": (pooled.loc[pooled["fold"] == k, "dataset"] + "/" + pooled.loc[pooled["fold"] == k, "sample_id"]).tolist()}
-             for k, t in tests.items()]
-    (run / "fold_plan.json").write_text(json.dumps({"kind": "loso", "split_seed": 0, "folds": folds}))
 
 
 def audit(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
@@ -74,6 +62,13 @@ def test_clean_run_passes(clean_run: Path, capsys: pytest.CaptureFixture[str]) -
     assert record["passed"] and [c["name"] for c in record["checks"]] == list(CHECKS)
     plan = json.loads((clean_run / "fold_plan.json").read_text())
     assert plan["kind"] == "loso" and len(plan["folds"]) == 4
+    pooled = read_csv(clean_run / "predictions.csv").astype({"label": str, "pred": str})
+    subjects = [macro(part["label"].tolist(), part["pred"].tolist()) for _, part in pooled.groupby("subject")]
+    averaged = record["averaging"]
+    by_hand = macro(pooled["label"].tolist(), pooled["pred"].tolist())
+    assert [averaged["pooled"]["uf1"], averaged["pooled"]["uar"]] == pytest.approx(by_hand)
+    mean = averaged["mean_per_subject"]
+    assert [mean["uf1"], mean["uar"]] == pytest.approx(np.mean(subjects, axis=0))
 
 
 def change_one_prediction(run: Path) -> None:
@@ -113,9 +108,12 @@ DEFECTS = {
                                  "fold 2: test subject 's02' is also in its training subjects"),
     "test-chosen checkpoint": (weights(weights="best_test_uf1"), "weights not from test",
                                "fold 1: predicted by weights 'best_test_uf1'"),
-    "earlier epoch": (weights(epochs_trained=0), "weights not from test", "fold 1: predicted by the weights after epoch 0"),
+    "earlier epoch": (weights(epochs_trained=0), "weights not from test",
+                      "fold 1: predicted by the weights after 0 epoch(s)"),
     "monitored test metric": (weights(weights="inner_validation", monitor="test/uf1"), "weights not from test",
                               "fold 1: weights chosen on test/uf1"),
+    "early stop on test metric": (weights(epochs_trained=0, early_stopping={"monitor": "test/loss"}),
+                                  "weights not from test", "fold 1: training stopped early on test/loss"),
     "no record": (lambda run: (run / "folds" / "fold_001.json").unlink(), "weights not from test",
                   "fold 1: folds/fold_001.json missing"),
 }
@@ -136,15 +134,27 @@ def test_each_defect_fails_its_check(defect: str, clean_run: Path, tmp_path: Pat
     assert not json.loads((run / "audit.json").read_text())["passed"]
 
 
-def test_validation_chosen_weights_pass(clean_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A checkpoint chosen on an inner validation metric, in a fold that has validation subjects, is honest."""
-    run = copy_of(clean_run, tmp_path)
-
-    def carve_validation(plan: dict) -> None:
+def carve_validation(run: Path) -> None:
+    """Fold 1 gets one of its training subjects as inner validation subject (fold_plan.json)."""
+    def carve(plan: dict) -> None:
         fold = plan["folds"][1]
         fold["val_subjects"] = [fold["train_subjects"].pop()]
-    edit_json(run / "fold_plan.json", carve_validation)
-    weights(weights="inner_validation", monitor="val/uf1", epochs_trained=0)(run)
+    edit_json(run / "fold_plan.json", carve)
+
+
+HONEST_RECORDS = {
+    "validation-chosen checkpoint": {"weights": "inner_validation", "monitor": "val/uf1", "checkpoint_epoch": 0},
+    "early stopped on validation": {"epochs_trained": 0, "early_stopping": {"monitor": "val/loss", "stopped_epoch": 0}},
+}
+
+
+@pytest.mark.parametrize("record", HONEST_RECORDS)
+def test_validation_chosen_weights_pass(record: str, clean_run: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Weights chosen, or training stopped, on an inner validation metric of a fold with validation subjects."""
+    run = copy_of(clean_run, tmp_path)
+    carve_validation(run)
+    weights(**HONEST_RECORDS[record])(run)
     code, lines = audit(run, capsys)
     assert code == 0, lines
 
@@ -177,8 +187,10 @@ def test_predictions_file_pooled_beside_averaged(tmp_path: Path, capsys: pytest.
                                                "--label-col", "truth", "--pred-col", "guess", "--fold-col", "split"], capsys)
     assert code == 0, err
     pooled = macro([r[2] for r in ROWS], [r[3] for r in ROWS])
-    per_subject = np.mean([macro([r[2] for r in ROWS if r[0] == s], [r[3] for r in ROWS if r[0] == s]) for s in "ABC"], axis=0)
-    per_fold = np.mean([macro([r[2] for r in ROWS if r[1] == f], [r[3] for r in ROWS if r[1] == f]) for f in ("f1", "f2")], axis=0)
+    def mean_over(column: int, groups: tuple[str, ...]) -> np.ndarray:
+        return np.mean([macro([r[2] for r in ROWS if r[column] == g], [r[3] for r in ROWS if r[column] == g])
+                        for g in groups], axis=0)
+    per_subject, per_fold = mean_over(0, ("A", "B", "C")), mean_over(1, ("f1", "f2"))
     assert pooled[0] == pytest.approx((6 / 8 + 6 / 7 + 0) / 3)  # happy, sad, surprise F1 counted by hand
     assert per_subject[0] == pytest.approx((1 + 1 + (0 + 2 / 3 + 0) / 3) / 3)  # A, B, C
     assert per_subject[0] - pooled[0] > 0.15  # the file is built so that averaging inflates the score
@@ -187,14 +199,16 @@ def test_predictions_file_pooled_beside_averaged(tmp_path: Path, capsys: pytest.
     assert [record["mean_per_Subject"]["uf1"], record["mean_per_Subject"]["uar"]] == pytest.approx(per_subject)
     assert [record["mean_per_split"]["uf1"], record["mean_per_split"]["uar"]] == pytest.approx(per_fold)
     assert f"UF1 {pooled[0]:.4f}  UAR {pooled[1]:.4f}" in out
-    assert f"UF1 {per_subject[0]:.4f}  UAR {per_subject[1]:.4f}  (minus pooled: UF1 {per_subject[0] - pooled[0]:+.4f}" in out
+    difference = f"(minus pooled: UF1 {per_subject[0] - pooled[0]:+.4f}, UAR {per_subject[1] - pooled[1]:+.4f})"
+    assert f"UF1 {per_subject[0]:.4f}  UAR {per_subject[1]:.4f}  {difference}" in out
     assert "mean of 3 per-Subject scores" in out and "mean of 2 per-split scores" in out
 
 
 @pytest.mark.parametrize("argv, fragment", [
     (["audit"], "either a run directory"),
     (["audit", "/nonexistent/run"], "/nonexistent/run is not a directory"),
-    (["audit", "--predictions", "{csv}", "--label-col", "truth"], "no column 'truth' (--label-col); its columns are subject, label, pred"),
+    (["audit", "--predictions", "{csv}", "--label-col", "truth"],
+     "no column 'truth' (--label-col); its columns are subject, label, pred"),
 ])
 def test_user_errors_are_one_line(argv: list[str], fragment: str, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:

@@ -70,12 +70,16 @@ def test_swap_rebuilds_own_identity_with_the_partners_motion(stub_codec: LFDTCME
     torch.manual_seed(0)
     cycle = stub_codec.swap(torch.tensor([0, 0, 1, 2]), out)
     ids, motion, partner = out["identity_codes"], out["motion_codes"], cycle["partner"]
-    assert cycle["swapped"].shape == (B, T - 1, 1, 1, 2 * D) and cycle["valid"].all()
+    assert cycle["swapped"].shape == (B, 1, 1, 2 * D) and cycle["valid"].all()
+    steps = set()
     for i in range(B):
-        assert [0, 0, 1, 2][partner[i]] != [0, 0, 1, 2][i]
-        for t in range(1, T):
-            torch.testing.assert_close(cycle["re_identity"][i, t - 1], ids[i, 0])
-            torch.testing.assert_close(cycle["re_motion"][i, t - 1], motion[partner[i], t])
+        assert [0, 0, 1, 2][partner[i]] != [0, 0, 1, 2][i] and 1 <= cycle["step"][i] < T
+        torch.testing.assert_close(cycle["re_identity"][i], ids[i, 0])
+        torch.testing.assert_close(cycle["re_motion"][i], motion[partner[i], cycle["step"][i]])
+    for seed in range(10):
+        torch.manual_seed(seed)
+        steps |= set(stub_codec.swap(torch.tensor([0, 0, 1, 2]), out)["step"].tolist())
+    assert steps == set(range(1, T))  # every motion step is drawn, never the onset
     torch.manual_seed(0)
     assert stub_codec.cycle_loss(torch.tensor([0, 0, 1, 2]), out).item() == pytest.approx(0.0, abs=1e-7)  # perfect codec
 
@@ -87,11 +91,12 @@ def test_cycle_loss_formula_on_hand_made_re_encodings(stub_codec: LFDTCMEN, monk
     out, identity = code_outputs(), torch.tensor([0, 0, -1, 1])
     torch.manual_seed(3)
     partner, valid = different_subject_partners(identity)
+    step = torch.randint(1, T, (B,))  # the draw swap() makes next
     expected, count = 0.0, 0
     for i in range(B):
         if valid[i]:
             count += 1
-            expected += 0.25 + out["motion_codes"][partner[i], 1:].pow(2).mean().item()
+            expected += 0.25 + out["motion_codes"][partner[i], step[i]].pow(2).mean().item()
     torch.manual_seed(3)
     assert stub_codec.cycle_loss(identity, out).item() == pytest.approx(expected / count, rel=1e-5)
     assert count == 3  # the -1 item (an evaluation item) has no partner and adds nothing
@@ -106,7 +111,7 @@ def test_reconstruction_and_swap_shapes_with_the_real_networks():
     rebuilt = module.rebuild(out["identity_codes"], out["motion_codes"])
     assert rebuilt.shape == out["clip"].shape and 0 <= rebuilt.min() and rebuilt.max() <= 1
     cycle = module.swap(data["identity"], out)
-    assert cycle["swapped"].shape == (B, T - 1, 3, 16, 16) and cycle["re_motion"].shape == (B, T - 1, D)
+    assert cycle["swapped"].shape == (B, 3, 16, 16) and cycle["re_motion"].shape == (B, D)
     probe = module.probe_features(data)
     torch.testing.assert_close(probe["identity_code"], out["identity_codes"].mean(dim=1))
     torch.testing.assert_close(probe["motion_code"], out["motion_codes"][:, 1:].mean(dim=1))

@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from experiments.cli import mer_main
-from experiments.probe.linear import FoldProbe, balanced_accuracy, pool_folds, pooled_chance, probe_fold, split_per_subject
+from experiments.probe.extract import load_weights, weights_file
+from experiments.probe.linear import FoldProbe, balanced_accuracy, chance_level, pool_folds, probe_fold, split_per_subject
 from datamodules import SyntheticDataModule
 from lightning_modules import MEDN, STSTNet, Xie2022
 from lightning_modules.base import MERClassifier
+from lightning_modules.fold_batch import FoldBatch
 from tests.conftest import TINY_SYNTHETIC, run_in_process
 
 
@@ -36,13 +38,17 @@ def test_balanced_accuracy_is_the_mean_recall_of_the_true_classes() -> None:
     assert balanced_accuracy(true, pred) == pytest.approx((1 / 2 + 2 / 3) / 2)
 
 
-def test_pooled_chance_weights_each_subjects_folds_by_its_held_out_samples() -> None:
+def test_chance_level_weights_each_subjects_folds_by_its_held_out_samples() -> None:
     """Fold 0 probes {a, b} (chance 1/2), fold 1 probes {a, b, c, d} (chance 1/4), one held-out sample
-    each: a uniform guesser's expected recall is (1/2 + 1/4)/2 for a and b and 1/4 for c and d."""
+    each. A uniform guesser's recall: a and b (1/2 + 1/4)/2 = 0.375 with variance
+    (1/2·1/2 + 1/4·3/4)/2^2 = 0.109375; c and d 1/4 with variance 3/16. Balanced accuracy: the mean of
+    the four, variance (2·0.109375 + 2·0.1875)/4^2."""
     fold0 = FoldProbe(0, np.array(["a", "b"]), np.array(["a", "a"]), ["a", "b"], 2, True)
     fold1 = FoldProbe(1, np.array(["a", "b", "c", "d"]), np.array(["a"] * 4), ["a", "b", "c", "d"], 4, True)
-    assert pooled_chance([fold0, fold1]) == pytest.approx((0.375 + 0.375 + 0.25 + 0.25) / 4)
-    assert pooled_chance([fold1, fold1]) == pytest.approx(1 / 4)
+    mean, sd = chance_level([fold0, fold1])
+    assert mean == pytest.approx((0.375 + 0.375 + 0.25 + 0.25) / 4)
+    assert sd == pytest.approx(np.sqrt((2 * 0.109375 + 2 * 0.1875) / 16))
+    assert chance_level([fold1, fold1])[0] == pytest.approx(1 / 4)
     pooled = pool_folds([fold0, fold1])  # pairs pooled: a 2/2 hits, b 0/2, c 0/1, d 0/1
     assert pooled["balanced_accuracy"] == pytest.approx(1 / 4)
     assert pooled["ratio"] == pytest.approx(0.25 / 0.3125)
@@ -127,6 +133,26 @@ def test_xie2022_probe_features_are_menet_and_idnet_features(use_idnet_mine: boo
         torch.testing.assert_close(features["f_d"], model.idnet(batch["frames"])["features"])
 
 
+def test_a_fold_batched_folds_weights_are_its_slice_of_the_group_checkpoint(tmp_path: Path) -> None:
+    """Under --fold-batch a fold's record names its group; its weights are its slice of the group's
+    stacked checkpoint, laid out by FoldBatch itself here."""
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(STSTNet(num_classes=3))
+    group = tmp_path / "folds" / "group_0-1"
+    group.mkdir(parents=True)
+    torch.save({"state_dict": FoldBatch(models, batches=None).state_dict()}, group / "last.ckpt")
+    (tmp_path / "folds" / "fold_001.json").write_text(json.dumps({"fold": 1, "fold_group": [0, 1]}))
+    path, position = weights_file(tmp_path, 1)
+    assert (path, position) == (group / "last.ckpt", 1)
+    fresh = STSTNet(num_classes=3)
+    load_weights(fresh, path, position)
+    for name, value in models[1].state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], value)
+    assert weights_file(tmp_path, 0) == (tmp_path / "folds" / "fold_000" / "last.ckpt", None)  # no record: its own
+
+
 # -- the command ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -188,6 +214,9 @@ def test_mer_probe_errors(tiny_run: Path, tmp_path: Path, capsys: pytest.Capture
     assert "no finished fold" in one_line_error(*run_in_process(mer_main, ["probe", str(unfinished)], capsys)[::2])
     line = one_line_error(*run_in_process(mer_main, ["probe", str(tiny_run), "--folds", "3"], capsys)[::2])
     assert "no finished fold among --folds 3" in line
+    if not torch.cuda.is_available():
+        line = one_line_error(*run_in_process(mer_main, ["probe", str(tiny_run), "--device", "cuda"], capsys)[::2])
+        assert "no CUDA device" in line
     monkeypatch.setattr(MEDN, "probe_features", MERClassifier.probe_features)
     line = one_line_error(*run_in_process(mer_main, ["probe", str(tiny_run), "--output", str(tmp_path / "x")], capsys)[::2])
     assert "MEDN declares no probe-able features" in line and not (tmp_path / "x" / "probe.json").exists()

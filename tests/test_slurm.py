@@ -99,7 +99,8 @@ def test_dry_run_prints_the_scripts_and_submits_nothing(on_cluster, tiny_config,
 
     assert on_cluster.run("squeue", "-h") == ""  # nothing submitted
     created = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
-    assert created == ["config.yaml", "folds", "run.json", "slurm", "slurm/aggregate.sbatch", "slurm/folds.sbatch"]
+    assert created == ["config.yaml", "fold_plan.json", "folds", "run.json", "slurm", "slurm/aggregate.sbatch",
+                       "slurm/folds.sbatch"]
     for script in (folds_script, aggregate_script):  # real SLURM accepts both as they are (--test-only queues nothing)
         assert "to start at" in on_cluster.run("sbatch", "--test-only", str(script), stream="stderr")
     assert on_cluster.run("squeue", "-h") == ""

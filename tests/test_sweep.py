@@ -50,18 +50,22 @@ def test_grid_with_a_killed_worker_finishes_every_trial(tiny_config, tmp_path):
                "--grace-period", "6"]
     sweep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim, kept = None, {}
-    deadline = time.monotonic() + 150
-    while victim is None and sweep.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        if not (output / "study.journal").exists():
-            continue
-        for trial in open_study(output, load_spec(spec), 0).get_trials(states=(TrialState.RUNNING,)):
-            done = sorted((output / trial.user_attrs["run_dir"] / "folds").glob("fold_*.csv"))
-            if 0 < len(done) < N_FOLDS:  # midway: some folds finished, others not
-                victim, kept = trial, {path: path.stat().st_mtime_ns for path in done}
-                os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
-                break
-    log = sweep.communicate(timeout=170)[0]
+    try:
+        while victim is None and sweep.poll() is None:
+            time.sleep(0.2)
+            if not (output / "study.journal").exists():
+                continue
+            for trial in open_study(output, load_spec(spec), 0).get_trials(states=(TrialState.RUNNING,)):
+                done = sorted((output / trial.user_attrs.get("run_dir", "not yet") / "folds").glob("fold_*.csv"))
+                if 0 < len(done) < N_FOLDS:  # midway: some folds finished, others not
+                    victim, kept = trial, {path: path.stat().st_mtime_ns for path in done}
+                    os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+                    break
+        log = sweep.communicate(timeout=170)[0]
+    finally:
+        if sweep.poll() is None:  # a failed check: stop mer sweep, which stops its workers
+            sweep.terminate()
+            sweep.wait(timeout=60)
     assert victim is not None, f"no trial was caught midway\n{log}"
     assert sweep.returncode == 0, log
     assert "exited with code -9" in log

@@ -115,3 +115,20 @@ def test_wandb_agent_sbatch_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
     assert "wandb agent" in text and "#SBATCH --array" in text
+
+
+def test_trial_folder_names_make_valid_wandb_run_ids(tmp_path):
+    """A trial's folder name starts the ids of its W&B runs (the runner's group), which W&B validates."""
+    import wandb
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({
+        "method": "grid", "metric": {"name": "pooled/uf1"}, "program": "mer", "command": ["mer", "loso", "${args}"],
+        "parameters": {"model.init_args.lambda_au": {"values": [0.2]}, "data.init_args.protocol": {"values": ["a/b:c"]}}},
+        sort_keys=False))
+    spec = load_spec(path)
+    name = spec.trial_name({"model.init_args.lambda_au": 0.2, "data.init_args.protocol": "a/b:c"})
+    assert name == "lambda_au=0.2+protocol=a_b_c"
+    wandb.Settings(run_id=f"{name}-0123456789ab-fold-000")  # raises on a reserved character
+    with pytest.raises(Exception, match="Run ID cannot contain"):
+        wandb.Settings(run_id="lambda_au=0.2,lambda_orth=1.0")  # the check bites

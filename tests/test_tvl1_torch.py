@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from datamodules import SyntheticDataModule
 from datamodules.databases.prepare import PrepareSettings
@@ -17,8 +18,11 @@ from datamodules.face.tvl1_torch import (
     TVL1Work, divergence, forward_gradient, median_filter, resize_linear, tvl1_flow, warp_bicubic,
 )
 from datamodules.preprocessing import TVL1Settings, flow_sequence
+from experiments.cli import mer_main
+from experiments.prepare import build_parser
 
-from .conftest import require_shared
+from .conftest import require_shared, run_in_process
+from .release_replica import write_replica
 
 SIZE = 80
 
@@ -76,7 +80,7 @@ def test_flow_of_known_motion_matches_truth_and_opencv(synthetic_pairs):
         ours, theirs = end_point_error(flow, truth, margin=8), end_point_error(reference, truth, margin=8)
         assert ours < 0.3, f"EPE against the true flow {ours:.3f} px"
         assert ours < theirs + 0.02, f"EPE against the truth: ours {ours:.3f}, OpenCV {theirs:.3f}"
-        assert end_point_error(flow, reference) < 0.1
+        assert end_point_error(flow, reference) < 0.05  # the issue's target is 0.1; measured ≤ 0.02
 
 
 def test_pairs_are_independent_of_their_batch(synthetic_pairs):
@@ -111,7 +115,7 @@ def test_flow_of_real_face_video_matches_opencv(video):
     grey = video_frames(str(path), start=10, count=4)
     ours = flow_sequence(grey, backend="torch")  # frame k against frame 0, as the pipeline does
     for flow, frame in zip(ours, grey[1:]):
-        assert end_point_error(flow, opencv_flow(grey[0], frame)) < 0.1
+        assert end_point_error(flow, opencv_flow(grey[0], frame)) < 0.05  # the issue's target is 0.1; measured ≤ 0.03
 
 
 def test_flow_backend_in_the_cache_key_only_when_torch(tmp_path):
@@ -119,6 +123,33 @@ def test_flow_backend_in_the_cache_key_only_when_torch(tmp_path):
     assert "flow_backend" not in default and "flow_backend" not in PrepareSettings().as_dict()
     assert SyntheticDataModule(cache_dir=str(tmp_path), flow="torch").cache_settings() == {**default, "flow_backend": "torch"}
     assert PrepareSettings(flow_backend="torch").as_dict()["flow_backend"] == "torch"
+
+
+def test_mer_prepare_takes_the_flow_backend():
+    assert build_parser().parse_args(["casme2", "--flow", "torch"]).data.flow == "torch"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["casme2", "--flow", "cuda"])
+
+
+def test_mer_prepare_flow_torch_matches_opencv_on_a_release(tmp_path, capsys):
+    """`mer prepare --config ... --flow torch` on a replica of a CASME II release: a second cache
+    whose flow (and the composite apex image made from it) follows OpenCV's."""
+    replica = write_replica("casme2", tmp_path / "release", n_subjects=1, clips_per_subject=2, breaks=())
+    init_args = {"root": str(replica.root), "annotations": str(replica.sheet), "release": replica.release,
+                 "num_frames": 3, "image_size": 64, "tvl1": {"nscales": 3}, "cache_dir": str(tmp_path / "cache"),
+                 "prepare_workers": 1}
+    config = tmp_path / "casme2.yaml"
+    config.write_text(yaml.safe_dump({"data": {"class_path": "datamodules.CASME2DataModule", "init_args": init_args}}))
+    caches = {}
+    for flow in ("opencv", "torch"):
+        code, out, err = run_in_process(mer_main, ["prepare", "--config", str(config), "--flow", flow], capsys)
+        assert code == 0, err
+        caches[flow] = next(line.split()[1] for line in out.splitlines() if line.startswith("cache: "))
+    assert caches["opencv"] != caches["torch"]
+    ours, theirs = (np.load(f"{caches[flow]}/flow.npy").astype(np.float32) for flow in ("torch", "opencv"))
+    assert ours.shape == theirs.shape and np.abs(theirs).max() > 0.1
+    for a, b in zip(ours.reshape(-1, *ours.shape[-3:]), theirs.reshape(-1, *theirs.shape[-3:])):
+        assert end_point_error(a, b) < 0.05
 
 
 def test_synthetic_cache_with_torch_flow_matches_opencv_cache(tmp_path):

@@ -256,23 +256,29 @@ class _Solver:
             neg_inv = torch.where(grad_sq > torch.finfo(torch.float32).eps, -1.0 / grad_sq, torch.zeros_like(grad_sq))
             error = torch.full((flow.shape[0],), float("inf"), device=flow.device)
             for _ in range(self.outer):
-                active = error > stop
-                if not bool(active.any()):
+                active, count = self.still_iterating(error, stop)
+                if count == 0:
                     break
                 if self.median > 1:
-                    self.work.medians += pixels * int(active.sum())
-                    flow = _where(active, median_filter(flow, self.median), flow)
+                    self.work.medians += pixels * count
+                    flow = _where(active, count, median_filter(flow, self.median), flow)
                 for _ in range(self.inner):
-                    active = error > stop
-                    if not bool(active.any()):
+                    active, count = self.still_iterating(error, stop)
+                    if count == 0:
                         break
-                    self.work.iterations += pixels * int(active.sum())
+                    self.work.iterations += pixels * count
                     new_flow = self.primal_step(flow, dual, gradient, rho_c, neg_inv)
                     step = (new_flow - flow).square_().sum(dim=(1, 2, 3))
                     new_dual = self.dual_step(new_flow, dual, flow_gradient)
-                    flow, dual = _where(active, new_flow, flow), _where(active, new_dual, dual)
+                    flow, dual = _where(active, count, new_flow, flow), _where(active, count, new_dual, dual)
                     error = torch.where(active, step, error)
         return flow
+
+    @staticmethod
+    def still_iterating(error: Tensor, stop: float) -> tuple[Tensor, int]:
+        """Which pairs have not met the stopping rule, and how many (the one host sync of a step)."""
+        active = error > stop
+        return active, int(active.sum())
 
     def primal_step(self, flow: Tensor, dual: Tensor, gradient: Tensor, rho_c: Tensor, neg_inv: Tensor) -> Tensor:
         """v = TH(u) (IPOL eq. 18), then the new flow u = v + θ div p (eq. 19).
@@ -289,8 +295,8 @@ class _Solver:
         return torch.add(dual, grad, alpha=self.taut).div_(norm[:, None])
 
 
-def _where(active: Tensor, new: Tensor, old: Tensor) -> Tensor:
-    """`new` for the pairs still iterating, `old` for the converged ones (skips the copy when all iterate)."""
-    if bool(active.all()):
+def _where(active: Tensor, count: int, new: Tensor, old: Tensor) -> Tensor:
+    """`new` for the `count` pairs still iterating, `old` for the converged ones (no copy when all iterate)."""
+    if count == len(active):
         return new
     return torch.where(active.view(-1, *([1] * (new.ndim - 1))), new, old)

@@ -82,7 +82,10 @@ def audit_run(run_dir: Path, output: Path | None = None) -> AuditResult:
     run = RunFiles.load(run_dir)
     checks = [check_pooled_files(run), check_metrics(run), check_subjects(run), check_tested_once(run),
               check_weights(run)]
-    result = AuditResult(run_dir, checks, averaging(run.predictions, "label", "pred", ["subject", "fold"]))
+    predictions = run.predictions
+    one_subject_per_fold = predictions["fold"].nunique() == predictions["subject"].nunique()  # LOSO: the same means
+    result = AuditResult(run_dir, checks, averaging(predictions, "label", "pred",
+                                                    ["subject"] if one_subject_per_fold else ["subject", "fold"]))
     write_json(output or run_dir / "audit.json", result.to_dict())
     return result
 
@@ -227,48 +230,44 @@ def configured_length(trainer: dict[str, Any]) -> tuple[int, int | None]:
     return int(epochs), steps
 
 
-def has_early_stopping(trainer: dict[str, Any]) -> bool:
-    callbacks = trainer.get("callbacks") or []
-    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
-    return any("EarlyStopping" in str(c.get("class_path", "") if isinstance(c, dict) else c) for c in callbacks)
-
-
 def check_weights(run: RunFiles) -> Check:
     name = "weights not from test"
     trainer = run.plan.config.get("trainer") or {}
     epochs, steps = configured_length(trainer)
-    early_stopping = has_early_stopping(trainer)
     problems = []
     for k in range(run.plan.n_folds):
         record = read_record(FoldPaths(run.run_dir, k))
-        problem = record if isinstance(record, str) else weights_problem(record, k, run.fold_plan, epochs, steps,
-                                                                         early_stopping)
+        problem = record if isinstance(record, str) else weights_problem(record, k, run.fold_plan, epochs, steps)
         if problem:
             problems.append(f"fold {k}: {problem}")
     return verdict(name, problems, f"each of the {run.plan.n_folds} folds was predicted by its last epoch or a "
                                    "checkpoint chosen on its inner validation split (folds/fold_*.json)")
 
 
-def weights_problem(record: dict[str, Any], k: int, fold_plan: FoldPlan | str, epochs: int, steps: int | None,
-                    early_stopping: bool) -> str | None:
-    """Why a fold's provenance record does not show honest weights (None: it does)."""
+def weights_problem(record: dict[str, Any], k: int, fold_plan: FoldPlan | str, epochs: int, steps: int | None) -> str | None:
+    """Why a fold's provenance record (``job.fold_record``) does not show honest weights (None: it does).
+
+    'last_epoch': all configured epochs (or steps) trained, or fewer when its ``early_stopping`` entry
+    names a monitored metric that is not a test metric. 'inner_validation': a checkpoint chosen on a
+    metric that is not a test metric, in a fold that has validation subjects."""
     source = f"folds/fold_{k:03d}.json"
     if record.get("fold") != k:
         return f"{source} is the record of fold {record.get('fold')!r}"
     weights = record.get("weights")
     if weights == "last_epoch":
         trained, step = record.get("epochs_trained"), record.get("global_step")
+        stopper = record.get("early_stopping")
+        if isinstance(stopper, dict):
+            return monitor_problem(stopper.get("monitor"), "training stopped early", source)
         if trained == epochs or (steps is not None and step == steps):
             return None
-        if early_stopping and isinstance(trained, int) and trained < epochs:
-            return None
         limit = f"{epochs} epochs" + (f" or {steps} steps" if steps is not None else "")
-        return (f"predicted by the weights after epoch {trained} (step {step}), but the config trains {limit} "
-                f"without early stopping ({source})")
+        return (f"predicted by the weights after {trained} epoch(s) (step {step}), but the config trains {limit} "
+                f"and nothing stopped training early ({source})")
     if weights == "inner_validation":
-        monitor = str(record.get("monitor") or "")
-        if not monitor or "test" in monitor.lower():
-            return f"weights chosen on {monitor or 'an unnamed metric'} ({source}), not on an inner validation metric"
+        problem = monitor_problem(record.get("monitor"), "weights chosen", source)
+        if problem:
+            return problem
         if not isinstance(fold_plan, FoldPlan):
             return f"weights chosen on a validation split that cannot be checked: {fold_plan}"
         if not fold_plan.folds[k].val_subjects:
@@ -276,3 +275,10 @@ def weights_problem(record: dict[str, Any], k: int, fold_plan: FoldPlan | str, e
         return None
     return (f"predicted by weights {weights!r} ({source}), neither its last epoch's nor a checkpoint chosen on "
             "its inner validation split")
+
+
+def monitor_problem(monitor: Any, what: str, source: str) -> str | None:
+    """None when `monitor` names a metric that is not computed on test data."""
+    if monitor and "test" not in str(monitor).lower():
+        return None
+    return f"{what} on {monitor or 'an unnamed metric'} ({source}), not on an inner validation metric"

@@ -129,9 +129,9 @@ def run_torch(firsts: np.ndarray, seconds: np.ndarray, batch: int,
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("videos", nargs="*", type=Path, default=DEFAULT_VIDEOS, help="default: ../shared/data/video/*.mp4")
-    parser.add_argument("--pairs", type=int, default=28, help="pairs the PyTorch port computes per batch size")
-    parser.add_argument("--opencv-pairs", type=int, default=28, help="pairs OpenCV computes (its rate is per pair)")
-    parser.add_argument("--batch-sizes", default="1,7,28", help="comma-separated batch sizes of the PyTorch runs")
+    parser.add_argument("--pairs", type=int, default=14, help="pairs the PyTorch port computes per batch size")
+    parser.add_argument("--opencv-pairs", type=int, default=14, help="pairs OpenCV computes (its rate is per pair)")
+    parser.add_argument("--batch-sizes", default="1,7,14", help="comma-separated batch sizes of the PyTorch runs")
     parser.add_argument("--size", type=int, default=144, help="side of the square grey images")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of torch and OpenCV (default: theirs)")

@@ -11,9 +11,8 @@ probe.png into the run dir (or --output).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from jsonargparse import ArgumentParser, Namespace
 
@@ -39,59 +38,14 @@ def build_parser() -> ArgumentParser:
 
 
 def run(args: Namespace) -> None:
-    from tqdm import tqdm
-
     from ..reporting import write_json
-    from ..runner.folds import FoldPaths, parse_folds
-    from .extract import fold_features
-    from .linear import FoldProbe, pool_folds, probe_fold, split_per_subject
-    from .output import POOLING, plot_probe, probe_table
+    from .output import plot_probe, probe_table
+    from .probe_run import probe_run
 
     run_dir = Path(args.run_dir)
     plan = load_plan(run_dir)
     check_device(args.device)
-    selected = parse_folds(args.folds, plan.n_folds)
-    finished = [k for k in selected if FoldPaths(run_dir, k).done()]
-    if not finished:
-        raise MERError(f"{run_dir} has no finished fold{' among --folds ' + args.folds if args.folds else ''}; "
-                       "finish some with `mer loso` first")
-    notes = [f"{plan.fold_name(k)} is not finished: not probed" for k in selected if k not in finished]
-    probes: dict[str, list[FoldProbe]] = {}
-    dims: dict[str, int] = {}
-    per_fold: list[dict[str, Any]] = []
-    for k in tqdm(finished, desc="probe", unit="fold", file=sys.stderr):
-        if not FoldPaths(run_dir, k).last_ckpt.is_file():
-            notes.append(f"{plan.fold_name(k)}: {FoldPaths(run_dir, k).last_ckpt} is missing: not probed")
-            continue
-        data = fold_features(plan, run_dir, k, args.device)
-        split = split_per_subject(data.subjects, seed=[args.seed, k])
-        notes += [f"{plan.fold_name(k)}: subject {s} has < 2 training samples: not probed" for s in split.skipped]
-        per_fold.append({"fold": k, "test_subjects": plan.test_subjects[k], "probed_subjects": split.subjects,
-                         "skipped_subjects": split.skipped, "n_fit": len(split.fit), "n_heldout": len(split.heldout)})
-        if len(split.subjects) < 2:
-            notes.append(f"{plan.fold_name(k)}: fewer than 2 subjects with >= 2 samples: not probed")
-            continue
-        for name, features in data.features.items():
-            probes.setdefault(name, []).append(probe_fold(k, features, data.subjects, split))
-            dims[name] = features.shape[1]
-    if not probes:
-        raise MERError(f"{run_dir}: no finished fold has 2 training subjects with 2 samples each to probe")
-    notes += [f"feature {name}, fold {p.fold}: the logistic regression did not converge"
-              for name, folds in probes.items() for p in folds if not p.converged]
-    result = {
-        "run_dir": str(run_dir.resolve()),
-        "model": str(plan.config.get("model", {}).get("class_path", "?")).rsplit(".", 1)[-1],
-        "config_hash": plan.config_hash,
-        "folds": sorted({p.fold for folds in probes.values() for p in folds}),
-        "method": "per fold: each training subject's samples split ceil(n/2) fit / rest held out "
-                  f"(seed [{args.seed}, fold]); logistic regression (L2, C=1) on features standardised on the "
-                  "fit part predicts the subject; balanced accuracy on the held-out part",
-        "pooling": POOLING,
-        "features": {name: {"dim": dims[name], "pooled": pool_folds(folds), "per_fold": [p.summary() for p in folds]}
-                     for name, folds in probes.items()},
-        "per_fold": per_fold,
-        "notes": notes,
-    }
+    result = probe_run(plan, run_dir, args.folds, args.device, args.seed)
     output = Path(args.output) if args.output else run_dir
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "probe.json", result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +15,11 @@ from datamodules.errors import MERError
 
 from ..runner.folds import FoldPaths
 from ..runner.job import fold_config
-from ..runner.plan import PROBE_TRAINER, RunPlan, instantiate, with_trainer
+from ..runner.plan import FOLD_PLAN, PROBE_TRAINER, RunPlan, fold_plan_difference, instantiate, with_trainer
 
 # The Trainer is only built, never run: a run trained on GPUs (or in mixed precision) is probed anywhere.
-BUILD_ONLY = {**PROBE_TRAINER, "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
-              "precision": "32-true"}
+BUILD_ONLY = {**PROBE_TRAINER, "enable_checkpointing": False, "accelerator": "cpu", "devices": 1, "num_nodes": 1,
+              "strategy": "auto", "precision": "32-true"}
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str) -> FoldFeat
     if datamodule.test_subjects != plan.test_subjects[k]:
         raise MERError(f"{plan.fold_name(k)}: the config now holds out {datamodule.test_subjects} in this fold "
                        "(run.json disagrees); probe with the code version that trained the run")
-    load_weights(model, FoldPaths(run_dir, k).last_ckpt)
+    check_against_fold_plan(run_dir, datamodule)
+    load_weights(model, *weights_file(run_dir, k))
     datamodule.prepare_data()
     datamodule.setup("predict")
     training = ConcatDataset([datamodule.datasets["train"], datamodule.datasets["val"]])
-    check_against_fold_plan(run_dir, k, datamodule)
     features = extract(model, DataLoader(training, batch_size=datamodule.batch_size, shuffle=False,
                                          num_workers=datamodule.num_workers), device, plan.fold_name(k))
     subjects = datamodule.row_subjects[features.pop("index").astype(np.int64)]
@@ -50,32 +51,51 @@ def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str) -> FoldFeat
     return FoldFeatures(features, subjects)
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """The checkpoint's state dict into `model` (all keys must fit)."""
+def weights_file(run_dir: Path, k: int) -> tuple[Path, int | None]:
+    """Where fold k's last weights are: its own last.ckpt, or (trained under --fold-batch, its fold record
+    names its group) the group's last.ckpt with its position in the group's stacked tensors."""
+    paths = FoldPaths(run_dir, k)
+    group = json.loads(paths.record.read_text()).get("fold_group") if paths.record.is_file() else None
+    if not group:
+        return paths.last_ckpt, None
+    from ..runner.fold_batch import GroupPaths
+
+    return GroupPaths(run_dir, tuple(group)).last_ckpt, list(group).index(k)
+
+
+def load_weights(model: torch.nn.Module, path: Path, position: int | None) -> None:
+    """The checkpoint's weights of the fold into `model` (all keys must fit); `position`: the fold's
+    slice of a fold group's stacked tensors (``lightning_modules.fold_batch``: parameter ``a.b`` is
+    ``stacked.a__b`` of shape (folds, ...))."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_state_dict(path)
+        if position is not None:
+            state = {name: state[f"stacked.{name.replace('.', '__')}"][position] for name in model.state_dict()}
         model.load_state_dict(state)
-    except (OSError, RuntimeError, KeyError, ValueError) as err:
+    except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MERError(f"{path}: cannot load its weights into the run's model ({first_line}); "
                        "was config.yaml or the model's code changed after training?") from None
 
 
-def check_against_fold_plan(run_dir: Path, k: int, datamodule) -> None:
-    """Where the run saved its fold plan (fold_plan.json), the probed subjects must be fold k's
-    training and validation subjects there."""
-    path = run_dir / "fold_plan.json"
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The 'state_dict' of a Lightning checkpoint, read as tensors only where torch can (a run's own
+    last.ckpt whose hyper-parameters hold other types is read in full, as `mer loso` resumes it)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except pickle.UnpicklingError:
+        return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def check_against_fold_plan(run_dir: Path, datamodule) -> None:
+    """Where the run saved its fold plan (fold_plan.json), the config must still make the same plan."""
+    path = run_dir / FOLD_PLAN
     if not path.is_file():
         return
-    saved = next((fold for fold in json.loads(path.read_text()).get("folds", []) if fold.get("fold") == k), None)
-    if saved is None:
-        return
-    split = datamodule.split()
-    probed = set(datamodule.row_subjects[np.concatenate([split["train"], split["val"]])])
-    planned = {str(s) for s in [*saved.get("train_subjects", []), *saved.get("val_subjects", [])]}
-    if probed != planned:
-        raise MERError(f"{path}: fold {k}'s training subjects differ from the config's split now; "
-                       "probe with the code version that trained the run")
+    difference = fold_plan_difference(json.loads(path.read_text()), json.loads(json.dumps(datamodule.fold_plan_record())))
+    if difference:
+        raise MERError(f"{path}: the config now makes other folds ({difference}); probe with the code version "
+                       "that trained the run")
 
 
 @torch.inference_mode()

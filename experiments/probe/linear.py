@@ -92,29 +92,39 @@ class FoldProbe:
 
 
 def probe_fold(fold: int, features: np.ndarray, subjects: np.ndarray, split: SubjectSplit) -> FoldProbe:
+    """The probe of one feature (N, D) in one fold, fitted and scored on `split` of its samples."""
     pred, converged = fit_and_predict(features, subjects, split)
     return FoldProbe(fold, subjects[split.heldout], pred, split.subjects, len(split.fit), converged)
 
 
-def pooled_chance(folds: list[FoldProbe]) -> float:
-    """Expected pooled balanced accuracy of a probe that guesses uniformly among each fold's subjects:
-    subject s's pooled recall is then sum_k n_sk / m_k over sum_k n_sk (n_sk: its held-out samples in fold k,
-    m_k: subjects probed in fold k), averaged over subjects. Equals 1/m when every fold probes m subjects."""
-    expected_hits: dict[str, float] = {}
+def chance_level(folds: list[FoldProbe]) -> tuple[float, float]:
+    """Mean and standard deviation of the pooled balanced accuracy of a probe that guesses uniformly
+    among each fold's subjects. Subject s's hits in fold k are then Binomial(n_sk, 1/m_k) (n_sk: its
+    held-out samples there, m_k: subjects probed in fold k), independent, so its pooled recall has mean
+    sum_k n_sk/m_k / n_s and variance sum_k n_sk (1/m_k)(1 - 1/m_k) / n_s^2 (n_s = sum_k n_sk); the balanced
+    accuracy is the mean of the S subjects' recalls. The mean is 1/m when every fold probes m subjects."""
+    hits: dict[str, float] = {}
+    variance: dict[str, float] = {}
     counts: dict[str, int] = {}
     for fold in folds:
+        p = fold.chance
         for subject in fold.true.tolist():
-            expected_hits[subject] = expected_hits.get(subject, 0.0) + fold.chance
+            hits[subject] = hits.get(subject, 0.0) + p
+            variance[subject] = variance.get(subject, 0.0) + p * (1 - p)
             counts[subject] = counts.get(subject, 0) + 1
-    return float(np.mean([expected_hits[s] / counts[s] for s in counts]))
+    subjects = list(counts)
+    mean = float(np.mean([hits[s] / counts[s] for s in subjects]))
+    sd = float(np.sqrt(sum(variance[s] / counts[s] ** 2 for s in subjects)) / len(subjects))
+    return mean, sd
 
 
 def pool_folds(folds: list[FoldProbe]) -> dict[str, float | int]:
-    """Balanced accuracy of all folds' held-out (true, predicted) pairs together, its chance level
-    (:func:`pooled_chance`) and their ratio; the mean of the per-fold scores as a diagnostic."""
+    """Balanced accuracy of all folds' held-out (true, predicted) pairs together, its chance level and
+    that level's standard deviation (:func:`chance_level`), their ratio; the mean of the per-fold scores
+    as a diagnostic."""
     true = np.concatenate([f.true for f in folds])
     pred = np.concatenate([f.pred for f in folds])
-    score, chance = balanced_accuracy(true, pred), pooled_chance(folds)
-    return {"balanced_accuracy": score, "chance": chance, "ratio": score / chance,
+    score, (chance, chance_sd) = balanced_accuracy(true, pred), chance_level(folds)
+    return {"balanced_accuracy": score, "chance": chance, "chance_sd": chance_sd, "ratio": score / chance,
             "mean_fold_balanced_accuracy": float(np.mean([balanced_accuracy(f.true, f.pred) for f in folds])),
             "n_subjects": len(np.unique(true)), "n_heldout": len(true)}

@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Any
 
 POOLING = ("pooled: the balanced accuracy of every probed fold's held-out (true, predicted) subject pairs "
-           "together; chance: its expectation for a probe guessing uniformly among each fold's probed subjects "
-           "(1/m when every fold probes m subjects); ratio = balanced accuracy / chance")
+           "together; chance, chance_sd: its mean and standard deviation for a probe guessing uniformly among "
+           "each fold's probed subjects (mean 1/m when every fold probes m subjects); ratio = balanced accuracy / chance")
 
 
 def probe_table(result: dict[str, Any]) -> str:
-    """One line per feature: dimension, pooled balanced accuracy, chance, ratio."""
+    """One line per feature: dimension, pooled balanced accuracy, chance ± its sd, ratio."""
     lines = [f"identity probe of {result['model']}: subject from features, linear, {len(result['folds'])} fold(s) pooled",
-             f"{'feature':<16}{'dim':>6}{'bal.acc':>10}{'chance':>9}{'ratio':>8}"]
+             f"{'feature':<16}{'dim':>6}{'bal.acc':>10}{'chance ± sd':>16}{'ratio':>8}"]
     for name, feature in result["features"].items():
         pooled = feature["pooled"]
-        lines.append(f"{name:<16}{feature['dim']:>6}{pooled['balanced_accuracy']:>10.3f}{pooled['chance']:>9.3f}"
-                     f"{pooled['ratio']:>8.2f}")
+        chance = f"{pooled['chance']:.3f} ± {pooled['chance_sd']:.3f}"
+        lines.append(f"{name:<16}{feature['dim']:>6}{pooled['balanced_accuracy']:>10.3f}{chance:>16}{pooled['ratio']:>8.2f}")
     lines += [f"note: {note}" for note in result["notes"]]
     return "\n".join(lines)
 
@@ -42,7 +42,7 @@ def plot_probe(result: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("subject balanced accuracy")
     ax.set_title(f"identity probe: {result['model']} ({len(result['folds'])} folds)", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)

@@ -19,6 +19,7 @@ then. Per-fold W&B runs are not written by this executor (the pooled run is, by 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
 import shutil
@@ -152,10 +153,11 @@ def group_config(plan: RunPlan, paths: GroupPaths) -> dict[str, Any]:
 def fold_models(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]) -> list[Any]:
     """One model per fold, built as the sequential job builds it: seed ``seed_everything + k``, then the
     model's constructor with its (linked) arguments for that fold."""
+    arguments = inspect.signature(type(model)).parameters
     models = []
     for k in folds:
         datamodule.fold = k
-        hparams = dict(model.hparams)
+        hparams = {name: value for name, value in model.hparams.items() if name in arguments}
         if "num_identities" in hparams:
             hparams["num_identities"] = datamodule.num_identities
         L.seed_everything(plan.base_seed + k, verbose=False)
@@ -194,7 +196,7 @@ def auto_group_size(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]
 
 
 def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report | None = None,
-                   compile: bool = False, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+                   compile: bool = False) -> None:
     """Train the folds `folds` of the run in `run_dir` at once (resuming the group's checkpoint), then
     let each predict its held-out subject(s) and write its record and CSV."""
     paths = GroupPaths(run_dir, tuple(folds))
@@ -212,7 +214,7 @@ def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Repor
     datamodule.prepare_data()
     data = DeviceResidentFolds(datamodule, folds, trainer.strategy.root_device)
     module = FoldBatch(fold_models(cli.model, datamodule, plan, folds), data, compile=compile)
-    callbacks = [EpochSeeding(seeds[0]), GroupEpochStart(data, seeds), ThrottledCheckpoint(paths.last_ckpt, checkpoint_every_s)]
+    callbacks = [EpochSeeding(seeds[0]), GroupEpochStart(data, seeds), ThrottledCheckpoint(paths.last_ckpt, CHECKPOINT_EVERY_S)]
     if report is not None:
         callbacks.append(FoldStatus(folds[0], lambda text: report(text.replace(f"fold {folds[0]}", f"folds {format_folds(folds)}"))))
     trainer.callbacks.extend(callbacks)

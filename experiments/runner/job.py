@@ -160,7 +160,7 @@ def run_fold(run_dir: Path, k: int, report: Report | None = None, plan: RunPlan 
     check_fold_plan(run_dir, k, datamodule)
     for checkpoint in trainer.checkpoint_callbacks:
         if isinstance(checkpoint, ModelCheckpoint):  # the fold's own folder: no fold can load another's weights
-            checkpoint.dirpath = str(paths.dir / "checkpoints")
+            checkpoint.dirpath = os.path.realpath(paths.dir / "checkpoints")  # as resumes compare it
     try:
         with trainer_call(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
@@ -187,7 +187,7 @@ def check_fold_plan(run_dir: Path, k: int, datamodule: Any) -> None:
         saved = json.loads(path.read_text())["folds"][k]
     except (OSError, ValueError, KeyError, IndexError) as err:
         raise MERError(f"{path} has no readable fold {k} ({type(err).__name__}: {err}); plan the run again with mer loso") from None
-    if saved != json.loads(json.dumps(datamodule.fold_plan_record()["folds"][k])):
+    if saved != datamodule.fold_plan_record()["folds"][k]:
         raise MERError(f"fold {k}: the data's fold differs from {path} (did the data or its annotations change since "
                        "planning?); start a new run with another --output")
 

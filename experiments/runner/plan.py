@@ -158,7 +158,7 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
     selected = parse_folds(options.folds, n_folds)
     digest = config_hash(config)
     previous = _previous_plan(run_dir, config, digest)
-    fold_plan = json.loads(json.dumps(datamodule.fold_plan_record()))
+    fold_plan = datamodule.fold_plan_record()
     _check_same_fold_plan(run_dir, fold_plan)
     threads = options.threads_per_fold or default_threads(options)
     if previous is not None and options.threads_per_fold not in (None, previous.threads_per_fold):
@@ -217,6 +217,8 @@ def _check_same_fold_plan(run_dir: Path, fold_plan: dict[str, Any]) -> None:
         return
     try:
         previous = json.loads(path.read_text())
+        if not isinstance(previous, dict) or not isinstance(previous.get("folds"), list):
+            raise ValueError("not a fold plan object with a list of folds")
     except (OSError, ValueError) as err:
         raise MERError(f"{path} is unreadable ({err}); use another --output or delete that directory") from None
     difference = fold_plan_difference(previous, fold_plan)
@@ -230,15 +232,16 @@ def fold_plan_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None
     for key in ("kind", "split_seed"):
         if old.get(key) != new.get(key):
             return f"{key} {old.get(key)} → {new.get(key)}"
-    old_folds, new_folds = old.get("folds") or [], new["folds"]
+    old_folds, new_folds = old["folds"], new["folds"]
     if len(old_folds) != len(new_folds):
         return f"{len(old_folds)} folds → {len(new_folds)}"
     for before, after in zip(old_folds, new_folds):
         flat_before, flat_after = _flat_roles(before), _flat_roles(after)
         for role in sorted(set(flat_before) | set(flat_after)):
-            removed = [s for s in flat_before.get(role, []) if s not in set(flat_after.get(role, []))]
-            added = [s for s in flat_after.get(role, []) if s not in set(flat_before.get(role, []))]
-            if added or removed or flat_before.get(role) != flat_after.get(role):
+            if flat_before.get(role) != flat_after.get(role):
+                was, now = set(flat_before.get(role, [])), set(flat_after.get(role, []))
+                added = [s for s in flat_after.get(role, []) if s not in was]
+                removed = [s for s in flat_before.get(role, []) if s not in now]
                 change = " ".join([*(f"+{s}" for s in added[:3]), *(f"-{s}" for s in removed[:3])]) or "order"
                 return f"fold {after['fold']} {role}: {change}"
     return None

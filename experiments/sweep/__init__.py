@@ -58,8 +58,9 @@ def run(args: Namespace) -> None:
 
     from ..runner.options import LosoOptions
     from ..runner.plan import parse_devices
+    from ..runner.slurm import check_launch
     from .launch import launch_slurm, run_local_workers
-    from .setup import check_spec, claim_output
+    from .setup import check_output, check_spec, claim_output
     from .spec import load_spec
     from .study import SweepSettings, open_study, requeue_failed, unfinished, unretried_failures
     from .summary import summarize
@@ -70,6 +71,13 @@ def run(args: Namespace) -> None:
     workers = len(devices) if devices else args.parallel
     if workers < 1 or args.heartbeat <= 0 or args.grace_period <= args.heartbeat or args.max_retry < 0:
         raise MERError("give --parallel >= 1, --heartbeat > 0, --grace-period > --heartbeat and --max-retry >= 0")
+    slurm = LosoOptions(launcher="slurm", partition=args.partition, time=args.time, cpus_per_task=args.cpus_per_task,
+                        gpus_per_task=args.gpus_per_task, dry_run=args.dry_run)
+    if args.launcher == "slurm":
+        if devices:
+            raise MERError("--devices picks local GPUs; on SLURM give --gpus-per-task (each task uses the GPUs it gets)")
+        check_launch(slurm)
+    check_output(spec, output)
     check_spec(spec, output)
     claim_output(spec, output)
     cpus = args.cpus_per_task if args.launcher == "slurm" else len(os.sched_getaffinity(0))
@@ -80,9 +88,7 @@ def run(args: Namespace) -> None:
     if requeued:
         print(f"failed trial(s) {', '.join(map(str, requeued))} queued again (their LOSO runs resume)")
     if args.launcher == "slurm":
-        launch_slurm(output, workers, LosoOptions(launcher="slurm", partition=args.partition, time=args.time,
-                                                  cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
-                                                  dry_run=args.dry_run))
+        launch_slurm(output, workers, slurm)
         return
     codes = run_local_workers(output, study, workers, devices)
     summarize(study, spec, output)

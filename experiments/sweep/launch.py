@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -15,13 +16,17 @@ import optuna
 
 from ..reporting import atomic_write_text
 from ..runner.options import LosoOptions
-from ..runner.slurm import REPO_ROOT, _directives, _environment, _sbatch, check_launch
+from ..runner.slurm import REPO_ROOT, _directives, _environment, _job_name, _sbatch
 
 LOGS = "logs"
 SLURM_DIR = "slurm"
 WORKERS_SCRIPT = "workers.sbatch"
 SUMMARY_SCRIPT = "summary.sbatch"
 POLL_S = 2.0
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def worker_command(output: Path, *args: str) -> list[str]:
@@ -40,6 +45,7 @@ def run_local_workers(output: Path, study: optuna.Study, n: int, devices: list[s
                                             env={**env, **({"CUDA_VISIBLE_DEVICES": devices[i]} if devices else {})}))
     print(f"{n} worker(s) started (pids {', '.join(str(w.pid) for w in workers)}); logs in {output / LOGS}/", flush=True)
     shown, reported = "", set()
+    signal.signal(signal.SIGTERM, interrupt)  # stopped like Ctrl-C: the workers are stopped too
     try:
         while None in [w.poll() for w in workers]:
             time.sleep(POLL_S)
@@ -51,8 +57,9 @@ def run_local_workers(output: Path, study: optuna.Study, n: int, devices: list[s
             for i, worker in enumerate(workers):
                 if worker.returncode not in (None, 0) and i not in reported:
                     reported.add(i)
+                    lost = "; its running trial is retried after the grace period" if worker.returncode < 0 else ""
                     print(f"worker {i} (pid {worker.pid}) exited with code {worker.returncode}, see "
-                          f"{output / LOGS}/worker-{i}.log; a trial it was running is queued again", flush=True)
+                          f"{output / LOGS}/worker-{i}.log{lost}", flush=True)
     except KeyboardInterrupt:
         for worker in workers:
             if worker.poll() is None:
@@ -69,7 +76,7 @@ def workers_script(output: Path, n: int, options: LosoOptions) -> str:
         "#!/bin/bash",
         f"# mer sweep workers: {n} array task(s) pull trials of the study in {output} until it is done;",
         "# a task that dies leaves its trial to the others (retried after the heartbeat grace period).",
-        *_directives(output, options, f"sweep-{output.name}", "worker-%A_%a.out", options.time, options.cpus_per_task),
+        *_directives(output, options, _job_name(output), "worker-%A_%a.out", options.time, options.cpus_per_task),
         f"#SBATCH --array=0-{n - 1}",
         *gpus,
         *_environment(),
@@ -83,7 +90,7 @@ def summary_script(output: Path, options: LosoOptions) -> str:
     lines = [
         "#!/bin/bash",
         f"# mer sweep summary of {output} once every worker task has ended: trials.csv, figure6.png, heatmap.png",
-        *_directives(output, options, f"sweep-{output.name}-summary", "summary-%j.out", "00:30:00", 1),
+        *_directives(output, options, _job_name(output) + "-summary", "summary-%j.out", "00:30:00", 1),
         *_environment(),
         shlex.join(worker_command(output, "--summary")),
     ]
@@ -91,8 +98,8 @@ def summary_script(output: Path, options: LosoOptions) -> str:
 
 
 def launch_slurm(output: Path, n: int, options: LosoOptions) -> None:
-    """Write OUTPUT/slurm/{workers,summary}.sbatch and submit them (``--dry-run``: print them only)."""
-    check_launch(options)
+    """Write OUTPUT/slurm/{workers,summary}.sbatch and submit them (``--dry-run``: print them only);
+    `options` passed ``runner.slurm.check_launch``."""
     output = output.resolve()
     scripts = {WORKERS_SCRIPT: workers_script(output, n, options), SUMMARY_SCRIPT: summary_script(output, options)}
     (output / SLURM_DIR).mkdir(exist_ok=True)

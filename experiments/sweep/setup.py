@@ -19,27 +19,36 @@ POOLED_METRICS = ("uf1", "uar", "acc")
 
 def check_spec(spec: SweepSpec, output: Path) -> None:
     """The metric is a pooled one and a trial's options parse as `mer loso` options (names and types),
-    so that a typo in the spec fails here in one line, not in every trial."""
+    so that a typo in the spec fails here in one line, not in every trial. Then the data of that trial
+    is checked and prepared once, as `mer loso` plans a run, before workers start (they would all
+    prepare the same cache at once)."""
     if not spec.metric.startswith("pooled/") or spec.metric.rsplit("/", 1)[-1] not in POOLED_METRICS:
         raise MERError(f"{spec.path}: metric {spec.metric}: mer sweep scores a trial by a pooled metric of its "
                        "whole LOSO run: pooled/uf1, pooled/uar, pooled/acc or pooled/<dataset>/<uf1|uar|acc>")
     from ..lightning_cli import LosoCLI, make_cli
+    from ..runner.plan import PROBE_TRAINER, instantiate, with_trainer
 
     params = {p.name: p.values[0] if p.values else p.low for p in spec.parameters}
     args = [*spec.trial_args(params), "--output", str(output)]
     try:
-        make_cli(args, run=False, prog="mer loso", cli_class=LosoCLI)
+        cli = make_cli(args, run=False, prog="mer loso", cli_class=LosoCLI)
     except ArgumentError as err:
         raise MERError(f"{spec.path}: mer loso refuses a trial's options ({' '.join(args)}): {one_line(err)}") from None
+    config = with_trainer(yaml.safe_load(cli.fold_config_yaml()), **PROBE_TRAINER)
+    datamodule = instantiate(config).datamodule
+    datamodule.check_inputs()
+    datamodule.prepare_data()
+
+
+def check_output(spec: SweepSpec, output: Path) -> None:
+    """A directory holding a study of another spec is refused (nothing is written yet)."""
+    copy = output / SPEC_COPY
+    if copy.exists() and yaml.safe_load(copy.read_text()) != yaml.safe_load(spec.path.read_text()):
+        raise MERError(f"{output} holds a study of another spec ({copy} differs from {spec.path}); "
+                       "use another --output or delete that directory")
 
 
 def claim_output(spec: SweepSpec, output: Path) -> None:
-    """Copy the spec into `output` (its workers read that copy); a directory holding a study of another
-    spec is refused."""
-    copy = output / SPEC_COPY
-    text = spec.path.read_text()
-    if copy.exists() and yaml.safe_load(copy.read_text()) != yaml.safe_load(text):
-        raise MERError(f"{output} holds a study of another spec ({copy} differs from {spec.path}); "
-                       "use another --output or delete that directory")
+    """Copy the spec into `output`: its workers read that copy."""
     output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(copy, text)
+    atomic_write_text(output / SPEC_COPY, spec.path.read_text())

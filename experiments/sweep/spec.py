@@ -11,6 +11,7 @@ overrides) are every trial's base options; ``mer sweep`` sets ``--output`` (one 
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,12 @@ class SweepSpec:
         return [*self.base_args, *(f"--{name}={value}" for name, value in params.items())]
 
     def trial_name(self, params: dict[str, Any]) -> str:
-        """The trial's folder name, e.g. ``lambda_au=0.2,lambda_orth=1.0`` (the same params, the same folder)."""
+        """The trial's folder name, e.g. ``lambda_au=0.2+lambda_orth=1.0`` (the same params, the same folder).
+        It also names the trial's W&B runs, whose ids must not hold any of ``:;,#?/'``."""
         shorts = [p.short for p in self.parameters]
         names = shorts if len(set(shorts)) == len(shorts) else [p.name for p in self.parameters]
-        return ",".join(f"{short}={params[p.name]}" for short, p in zip(names, self.parameters)).replace("/", "_")
+        name = "+".join(f"{short}={params[p.name]}" for short, p in zip(names, self.parameters))
+        return re.sub(r"[:;,#?/'\s]", "_", name)
 
 
 def load_spec(path: Path) -> SweepSpec:

@@ -26,12 +26,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def worker_main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from .launch import interrupt
     from .spec import load_spec
     from .study import SPEC_COPY, SweepSettings, open_study, work
     from .summary import summarize

@@ -14,7 +14,7 @@ from losses.focal import focal_loss
 
 from ..base import Batch, MERClassifier, WeightedLossMixin
 from ..xie2022.lightning_model import identity_cross_entropy
-from .torch_model import LFDTCMENModel, different_subject_partners
+from .torch_model import LFDTCMENModel, MotionInput, different_subject_partners
 
 DRL_TERMS = ("orth", "rec", "cons", "cycle", "id")
 
@@ -31,9 +31,11 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
 
     Not specified by the paper; we use:
       - Encoders: the suite's 2D ResNet (ImageNet layout) per frame. Identity encoder: one frame.
-        Motion encoder: the frame stacked with the clip's onset frame (frame 0, the identity
-        reference), so a motion code is the frame's change relative to the onset. Frames are resized
-        to ``drl_size`` first.
+        Motion encoder: the frame relative to the clip's onset frame (frame 0, the identity
+        reference): ``motion_input="difference"`` reads frame - onset (default), ``"pair"`` the
+        frame and the onset stacked. Frames are resized to ``drl_size`` first. (With "pair" the
+        motion code carried the subject as well as the identity code did on the synthetic set, see
+        README; the difference leaves the appearance shared by both frames out of its input.)
       - Decoder: (identity code of the onset, motion code of frame t) -> frame t (FrameDecoder).
       - L_orth: mean squared Pearson correlation between every identity-code dimension and every
         motion-code dimension over the batch's frames (batch-centred difference loss of Bousmalis
@@ -42,10 +44,11 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
       - L_cons: spread of a clip's per-frame identity codes around their mean + squared onset
         motion code (``losses.disentangle.consistency_loss``).
       - L_cycle: every clip takes a partner of another subject in the batch (training identities;
-        ``different_subject_partners``); frames rebuilt from (own onset identity code, partner's
-        motion code of step t) for t = 1..T-1 are re-encoded: MSE of the identity code to the own
-        onset identity code plus MSE of the motion code (relative to the own onset) to the
-        partner's. Targets are not detached. Clips without such a partner contribute 0.
+        ``different_subject_partners``) and one step t drawn uniformly from 1..T-1 (one step, not
+        all, to halve the cost); the frame rebuilt from (own onset identity code, partner's motion
+        code of step t) is re-encoded: MSE of its identity code to the own onset identity code plus
+        MSE of its motion code (relative to the own onset) to the partner's. Targets are not
+        detached. Clips without such a partner contribute 0.
       - L_id: cross-entropy of a linear subject classifier on the clip's mean identity code over
         the fold's training subjects (``batch['identity']``; items marked -1 are ignored).
       - L_cls: focal loss (gamma ``focal_gamma``) on the emotion logits.
@@ -66,7 +69,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
     Args:
         num_classes, num_aus, num_identities: linked from the datamodule (AUs unused; identities =
             classes of the identity loss, needed when ``lambda_id > 0``).
-        use_drl, frame_channels, flow_channels, num_frames, drl_size, code_dim, encoder_blocks,
+        use_drl, frame_channels, flow_channels, num_frames, motion_input, drl_size, code_dim, encoder_blocks,
             base_width, decoder_width, fusion_dim, temporal_depth, num_heads, mlp_ratio, dropout:
             see :class:`LFDTCMENModel` (``num_frames`` must match the datamodule's).
         lambda_orth, lambda_rec, lambda_cons, lambda_cycle, lambda_id, lambda_cls: loss weights.
@@ -83,6 +86,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         frame_channels: int = 3,
         flow_channels: int = 2,
         num_frames: int = 8,
+        motion_input: MotionInput = "difference",
         drl_size: int = 64,
         code_dim: int = 64,
         encoder_blocks: Sequence[int] = (2, 2, 2, 2),
@@ -110,7 +114,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         self.save_hyperparameters()
         self.model = LFDTCMENModel(
             num_classes, num_identities if use_drl and lambda_id > 0 else 0, use_drl, frame_channels, flow_channels,
-            num_frames, drl_size, code_dim, tuple(encoder_blocks), base_width, decoder_width, fusion_dim,
+            num_frames, motion_input, drl_size, code_dim, tuple(encoder_blocks), base_width, decoder_width, fusion_dim,
             temporal_depth, num_heads, mlp_ratio, dropout,
         )  # fmt: skip
 
@@ -162,18 +166,17 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         return self.model.decode(identity_codes[:, :1].expand_as(identity_codes), motion_codes)
 
     def swap(self, identity: Tensor, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The cycle path: frames of steps 1..T-1 rebuilt from (own onset identity code, partner's
-        motion code), re-encoded. Returns 'partner', 'valid', 'swapped' (B, T-1, C, s, s),
-        're_identity' and 're_motion' (B, T-1, D)."""
+        """The cycle path: per clip, a frame rebuilt from (own onset identity code, partner's motion
+        code of a random step), re-encoded. Returns 'partner', 'valid', 'step' (B,) in 1..T-1,
+        'swapped' (B, C, s, s), 're_identity' and 're_motion' (B, D)."""
         partner, valid = different_subject_partners(identity)
         ids, motion, clip = outputs["identity_codes"], outputs["motion_codes"], outputs["clip"]
-        donor_motion = motion[partner, 1:]
-        own_identity = ids[:, :1].expand_as(donor_motion)
-        swapped = self.model.decode(own_identity, donor_motion)
+        step = torch.randint(1, motion.shape[1], (len(partner),), device=partner.device)
+        swapped = self.model.decode(ids[:, 0], motion[partner, step])
         return {
-            "partner": partner, "valid": valid, "swapped": swapped,
+            "partner": partner, "valid": valid, "step": step, "swapped": swapped,
             "re_identity": self.model.encode_identity(swapped),
-            "re_motion": self.model.encode_motion(swapped, clip[:, :1].expand_as(swapped)),
+            "re_motion": self.model.encode_motion(swapped, clip[:, 0]),
         }  # fmt: skip
 
     def cycle_loss(self, identity: Tensor, outputs: dict[str, Tensor]) -> Tensor:
@@ -181,8 +184,8 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         re-encoded motion code to the partner's, averaged over the clips that have a partner."""
         cycle = self.swap(identity, outputs)
         ids, motion = outputs["identity_codes"], outputs["motion_codes"]
-        identity_error = (cycle["re_identity"] - ids[:, :1]).pow(2).mean(dim=(1, 2))
-        motion_error = (cycle["re_motion"] - motion[cycle["partner"], 1:]).pow(2).mean(dim=(1, 2))
+        identity_error = (cycle["re_identity"] - ids[:, 0]).pow(2).mean(dim=1)
+        motion_error = (cycle["re_motion"] - motion[cycle["partner"], cycle["step"]]).pow(2).mean(dim=1)
         weight = cycle["valid"].to(identity_error.dtype)
         return ((identity_error + motion_error) * weight).sum() / weight.sum().clamp(min=1)
 

@@ -1,7 +1,7 @@
 """LFD-TCMEN networks (Qian, Huang & Qu, Entropy 2026, 28(2):180), pure PyTorch.
 
-DRL: an identity encoder (one frame -> identity code), a motion encoder (a frame and the clip's
-onset frame -> motion code of that frame relative to the onset) and a decoder ((identity code,
+DRL: an identity encoder (one frame -> identity code), a motion encoder (a frame relative to the
+clip's onset frame -> motion code) and a decoder ((identity code,
 motion code) -> frame). TCME: the motion codes of steps 1..T-1 gated-fused with the optical-flow
 features of the same steps, a temporal transformer, the clip feature for the emotion head.
 Every encoder is the suite's 2D ResNet (``lightning_modules.backbones``); the decoder upsamples
@@ -11,6 +11,7 @@ with its BasicBlocks; the temporal model is the suite's pre-norm transformer blo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,8 @@ from torch import Tensor, nn
 
 from lightning_modules.backbones.resnet import BasicBlock, ResNet
 from lightning_modules.backbones.vit import transformer_blocks
+
+MotionInput = Literal["difference", "pair"]
 
 
 def different_subject_partners(identity: Tensor) -> tuple[Tensor, Tensor]:
@@ -90,7 +93,9 @@ class LFDTCMENModel(nn.Module):
     Inputs: frames (B, T, C, H, W) in [0, 1] (frame 0 = onset, the identity reference; read only
     with DRL) and flow (B, T-1, C', H', W') (step t: onset -> frame t). Frames are resized to
     ``drl_size`` inside the model. Encoders: ``ResNet(encoder_blocks, ..., base_width)`` in the
-    ImageNet 2D layout (identity: C channels; motion: the frame and the onset stacked, 2C; flow: C').
+    ImageNet 2D layout (identity: C channels; flow: C'). The motion encoder reads a frame relative
+    to the onset: ``motion_input="difference"`` (frame - onset, C channels) or ``"pair"`` (frame and
+    onset stacked, 2C channels).
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class LFDTCMENModel(nn.Module):
         frame_channels: int = 3,
         flow_channels: int = 2,
         num_frames: int = 8,
+        motion_input: MotionInput = "difference",
         drl_size: int = 64,
         code_dim: int = 64,
         encoder_blocks: Sequence[int] = (2, 2, 2, 2),
@@ -115,7 +121,9 @@ class LFDTCMENModel(nn.Module):
         super().__init__()
         if num_frames < 2:
             raise ValueError(f"LFD-TCMEN needs clips of >= 2 frames (onset + motion), got {num_frames}")
-        self.use_drl, self.drl_size = use_drl, drl_size
+        if motion_input not in ("difference", "pair"):
+            raise ValueError(f"unknown motion_input {motion_input!r}; expected 'difference' or 'pair'")
+        self.use_drl, self.drl_size, self.motion_input = use_drl, drl_size, motion_input
         blocks = tuple(encoder_blocks)
         self.flow_encoder = ResNet(blocks, flow_channels, fusion_dim, base_width=base_width)
         self.step_position = nn.Parameter(torch.zeros(1, num_frames - 1, fusion_dim))
@@ -125,7 +133,8 @@ class LFDTCMENModel(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion_dim, num_classes))
         if use_drl:
             self.identity_encoder = ResNet(blocks, frame_channels, code_dim, base_width=base_width)
-            self.motion_encoder = ResNet(blocks, 2 * frame_channels, code_dim, base_width=base_width)
+            motion_channels = frame_channels * (2 if motion_input == "pair" else 1)
+            self.motion_encoder = ResNet(blocks, motion_channels, code_dim, base_width=base_width)
             self.decoder = FrameDecoder(2 * code_dim, frame_channels, drl_size, decoder_width)
             self.fusion = GatedFusion(code_dim, fusion_dim)
             self.identity_head = nn.Linear(code_dim, num_identities) if num_identities else None
@@ -146,8 +155,8 @@ class LFDTCMENModel(nn.Module):
 
     def encode_motion(self, images: Tensor, onset: Tensor) -> Tensor:
         """Frames (..., C, s, s) relative to onset frames of the same shape -> motion codes (..., D)."""
-        pairs = torch.cat([images, onset], dim=-3)
-        return self.motion_encoder(pairs.flatten(0, -4)).view(*images.shape[:-3], -1)
+        relative = torch.cat([images, onset], dim=-3) if self.motion_input == "pair" else images - onset
+        return self.motion_encoder(relative.flatten(0, -4)).view(*images.shape[:-3], -1)
 
     def decode(self, identity_code: Tensor, motion_code: Tensor) -> Tensor:
         """Codes (..., D) -> frames (..., C, s, s)."""

@@ -1,0 +1,144 @@
+"""Sequential vs fold-batched LOSO on the same work, in one process, with the work's floor.
+
+    python -m experiments.benchmarks.loso_speed [--workloads ststnet_cde,medn_synthetic]
+        [--epochs N] [--folds SPEC] [--fold-batch auto|N] [--published] [--output DIR]
+
+Each workload is run twice into fresh run directories under ``--output`` (default a temporary
+folder): the old path (``--fold-batch off``: one Trainer per fold, one fold after another) and the
+new one (``--fold-batch``), then pooled (over the selected folds); printed are both wall times (training + prediction; the
+data is prepared before timing), their ratio, both pooled UF1 and the device. The floor is the
+work's FLOPs (forward + backward per training sample, counted by torch's FlopCounterMode, times
+the samples each fold trains on per epoch, epochs and folds) over the rate this machine reaches
+for the same model (FLOPs of one training step at 4x the configured batch over its measured time).
+
+Workloads: ``ststnet_cde`` = configs/ststnet/megc2019_cde.yaml (STSTNet on the MEGC2019 composite
+set, ../shared/data/megc2019_cde); ``medn_synthetic`` = configs/medn/synthetic.yaml (MEDN on the
+built-in synthetic set). The defaults are sized for a 2-core CPU (a few minutes): STSTNet on folds
+0-15 for 10 epochs, MEDN on the 4-subject 72-px synthetic set of the tests for 2 epochs.
+``--published`` runs the configs as they are (STSTNet: 68 folds x 800 epochs; MEDN: the README main
+job), for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+from ..metrics import pooled_metrics
+from ..runner.folds import FoldPaths
+from ..runner.local import run_local
+from ..runner.options import LosoOptions
+from ..runner.plan import instantiate, plan_run, with_trainer
+
+CONFIGS = {"ststnet_cde": Path("configs/ststnet/megc2019_cde.yaml"), "medn_synthetic": Path("configs/medn/synthetic.yaml")}
+CPU_SIZED = {  # (epochs, folds, data/model overrides) of the default, CPU-sized run
+    "ststnet_cde": (10, "0-15", {"data": {"root": "../shared/data/megc2019_cde"}}),
+    "medn_synthetic": (2, None, {"data": {"n_subjects": 4, "clips_per_subject": 5, "image_size": 72},
+                                 "model": {"image_size": 72, "patch_size": 18, "embed_dim": 16, "num_heads": 2}}),
+}
+
+
+def workload_config(name: str, published: bool, epochs: int | None, device: str) -> tuple[dict[str, Any], str | None]:
+    """The workload's config (CPU-sized unless `published`) and its fold selection."""
+    config = yaml.safe_load(CONFIGS[name].read_text())
+    default_epochs, folds, overrides = CPU_SIZED[name]
+    if not published:
+        for section, values in overrides.items():
+            config[section]["init_args"].update(values)
+        config = with_trainer(config, max_epochs=default_epochs)
+    else:
+        folds = None
+    if epochs is not None:
+        config = with_trainer(config, max_epochs=epochs)
+    return with_trainer(config, accelerator=device, devices=1), folds
+
+
+def floor_seconds(config: dict[str, Any], n_folds: int, device: str) -> tuple[float, float, float]:
+    """(total training FLOPs, measured FLOP/s, floor seconds) of the workload's training on `device`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cli = instantiate(with_trainer(config, logger=False, enable_progress_bar=False, enable_model_summary=False))
+    model, datamodule = cli.model.to(device), cli.datamodule
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    batch = {k: v.to(device) for k, v in next(iter(loader)).items()}
+    big = {k: torch.cat([v] * 4) for k, v in batch.items()}
+
+    def step(b: dict[str, torch.Tensor]) -> None:
+        model.total_loss(model.loss_terms(b, model(b))).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with FlopCounterMode(display=False) as counter:
+        step(big)
+    per_sample = counter.get_total_flops() / len(big["label"])
+    step(big)  # warm-up
+    start = time.perf_counter()
+    repeats = 3
+    for _ in range(repeats):
+        step(big)
+    rate = per_sample * len(big["label"]) * repeats / (time.perf_counter() - start)
+    epochs = int(config["trainer"]["max_epochs"])
+    total = per_sample * len(datamodule.split()["train"]) * epochs * n_folds
+    return total, rate, total / rate
+
+
+def timed_run(config: dict[str, Any], folds: str | None, run_dir: Path, fold_batch: str) -> tuple[float, float]:
+    """(seconds, pooled UF1) of the run of `config` into `run_dir` with this fold batching."""
+    options = LosoOptions(output=run_dir, folds=folds, fold_batch=fold_batch, wandb="disabled")
+    plan = plan_run(yaml.safe_dump(config), options, run_dir)  # prepares the data, untimed
+    start = time.perf_counter()
+    run_local(run_dir, plan, plan.folds, fold_batch=fold_batch)
+    seconds = time.perf_counter() - start
+    predictions = pd.concat(pd.read_csv(FoldPaths(run_dir, k).csv) for k in plan.folds)
+    return seconds, pooled_metrics(predictions, plan.class_names)["uf1"]
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks.loso_speed", description=__doc__.split("\n")[0])
+    parser.add_argument("--workloads", default="ststnet_cde,medn_synthetic")
+    parser.add_argument("--epochs", type=int, help="override the epochs of every workload")
+    parser.add_argument("--fold-batch", default="auto", help="the new path's --fold-batch (auto or N)")
+    parser.add_argument("--published", action="store_true", help="the configs as they are: all folds, all epochs (GPU)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", type=Path, help="where the runs go (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.workloads.split(",")]
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {sorted(CONFIGS)}")
+    root = args.output or Path(tempfile.mkdtemp(prefix="loso_speed_"))
+    print(f"device: {args.device} ({device_name(args.device)}), torch {torch.__version__}")
+    for name in names:
+        config, folds = workload_config(name, args.published, args.epochs, args.device)
+        old_s, old_uf1 = timed_run(copy.deepcopy(config), folds, root / name / "sequential", "off")
+        new_s, new_uf1 = timed_run(copy.deepcopy(config), folds, root / name / "fold_batched", args.fold_batch)
+        n_folds = len(list((root / name / "sequential" / "folds").glob("fold_*.csv")))
+        flops, rate, floor = floor_seconds(config, n_folds, args.device)
+        print(f"{name}: {n_folds} folds x {config['trainer']['max_epochs']} epochs"
+              f"{'' if folds is None else f' (folds {folds})'}\n"
+              f"  sequential   {old_s:8.1f} s  UF1 {old_uf1:.4f}\n"
+              f"  fold-batched {new_s:8.1f} s  UF1 {new_uf1:.4f}  (--fold-batch {args.fold_batch})\n"
+              f"  ratio sequential / fold-batched: {old_s / new_s:.2f}x\n"
+              f"  floor: {flops / 1e12:.3f} TFLOP / {rate / 1e9:.1f} GFLOP/s = {floor:.1f} s "
+              f"(sequential {old_s / floor:.1f}x, fold-batched {new_s / floor:.1f}x the floor)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

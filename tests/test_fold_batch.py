@@ -1,0 +1,166 @@
+"""Fold-batched training (``--fold-batch``): each fold starts from the weights and computes the loss
+of its sequential job, trains only on its own training rows with its own BatchNorm statistics and
+gradients, resumes exactly after a kill, and models that cannot be stacked are refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from datamodules.device_resident import DeviceResidentFolds
+from datamodules.errors import MERError
+from experiments.loso import run_loso
+from experiments.runner import fold_batch as runner
+from experiments.runner.folds import FoldPaths
+from experiments.runner.job import fold_config
+from experiments.runner.options import LosoOptions
+from experiments.runner.plan import RunPlan, instantiate, plan_run
+from lightning_modules.fold_batch import FoldBatch, check_fold_batchable
+from tests.conftest import TINY_MEDN, TINY_SYNTHETIC
+
+FOLDS = [0, 1, 2, 3]
+
+
+def config(cache_dir: Path, model: str = "ststnet", epochs: int = 1) -> dict:
+    models = {"ststnet": {"class_path": "lightning_modules.STSTNet",
+                          "init_args": {"in_channels": 2, "image_size": 72, "lr": 1e-3}},
+              "medn": {"class_path": "lightning_modules.MEDN", "init_args": TINY_MEDN}}
+    return {"seed_everything": 3, "trainer": {"max_epochs": epochs, "accelerator": "cpu", "devices": 1},
+            "model": models[model],
+            "data": {"class_path": "datamodules.SyntheticDataModule",
+                     "init_args": {**TINY_SYNTHETIC, "cache_dir": str(cache_dir)}}}
+
+
+def planned(tmp_path: Path, cache_dir: Path, **kwargs) -> tuple[Path, RunPlan]:
+    run_dir = tmp_path / "run"
+    return run_dir, plan_run(yaml.safe_dump(config(cache_dir, **kwargs)), LosoOptions(output=run_dir, wandb="disabled"),
+                             run_dir)
+
+
+def group(run_dir: Path, plan: RunPlan, vectorize: bool | None = None):
+    cli = instantiate(runner.group_config(plan, runner.GroupPaths(run_dir, tuple(FOLDS))))
+    data = DeviceResidentFolds(cli.datamodule, FOLDS, torch.device("cpu"))
+    return FoldBatch(runner.fold_models(cli.model, cli.datamodule, plan, FOLDS), data, vectorize=vectorize), data
+
+
+def sequential_model(run_dir: Path, plan: RunPlan, k: int):
+    return instantiate(fold_config(plan, run_dir, k)).model
+
+
+@pytest.mark.parametrize("model", ["ststnet", "medn"])
+def test_each_fold_starts_as_its_sequential_job(tmp_path: Path, cache_dir: Path, model: str) -> None:
+    """Identical initial weights per fold, and in eval mode the identical first-batch loss, batched and looped."""
+    run_dir, plan = planned(tmp_path, cache_dir, model=model)
+    module, data = group(run_dir, plan)
+    data.start_epoch([11, 12, 13, 14])
+    batch = data.train_batch(0)
+    module.eval()
+    module.vectorize = True
+    batched = module.fold_losses(batch)[0].detach()
+    module.vectorize = False
+    looped = module.fold_losses(batch)[0].detach()
+    for i, k in enumerate(FOLDS):
+        reference = sequential_model(run_dir, plan, k)
+        state = module.fold_state(i)
+        for name, value in reference.state_dict().items():
+            if name in state:
+                torch.testing.assert_close(state[name], value, rtol=0, atol=0, msg=f"fold {k}: {name}")
+        assert set(state) <= set(reference.state_dict())
+        reference.eval()
+        fold_batch = {key: value[i] for key, value in batch.items()}
+        with torch.no_grad():
+            expected = reference.total_loss(reference.loss_terms(fold_batch, reference(fold_batch)))
+        torch.testing.assert_close(batched[i], expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(looped[i], expected, rtol=1e-4, atol=1e-5)
+    assert len({round(float(v), 4) for v in batched}) == len(FOLDS)  # four different folds, not one repeated
+
+
+def test_batchnorm_statistics_and_gradients_stay_in_their_fold(tmp_path: Path, cache_dir: Path) -> None:
+    """A training-mode step updates fold i's running statistics exactly as fold i's model on its batch
+    (STSTNet normalises before its dropout); a loss of fold 0 alone has gradients in fold 0's slice only."""
+    run_dir, plan = planned(tmp_path, cache_dir)
+    for vectorize in (True, False):
+        module, data = group(run_dir, plan, vectorize=vectorize)
+        data.start_epoch([1, 2, 3, 4])
+        batch = data.train_batch(0)
+        module.train()
+        losses, _ = module.fold_losses(batch)
+        losses[0].backward()
+        for i, k in enumerate(FOLDS):
+            reference = sequential_model(run_dir, plan, k).train()
+            reference({key: value[i] for key, value in batch.items()})
+            state = module.fold_state(i)
+            for name, value in reference.state_dict().items():
+                if "running" in name:
+                    torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-6, msg=f"fold {k}: {name}")
+        for param in module.parameters():
+            assert param.grad[0].abs().sum() > 0
+            assert param.grad[1:].abs().sum() == 0
+
+
+def test_no_held_out_sample_enters_a_fold_batch(tmp_path: Path, cache_dir: Path) -> None:
+    """Over epochs every fold's batches hold only its own training rows (each of them every epoch),
+    with their identity in that fold; its test batches are exactly its held-out rows."""
+    run_dir, plan = planned(tmp_path, cache_dir)
+    _, data = group(run_dir, plan)
+    table = instantiate(fold_config(plan, run_dir, 0)).datamodule.table
+    for epoch in range(3):
+        data.start_epoch([epoch * 10 + i for i in range(len(FOLDS))])
+        rows = torch.cat([data.train_batch(s)["index"] for s in range(data.steps_per_epoch)], dim=1)
+        identity = torch.cat([data.train_batch(s)["identity"] for s in range(data.steps_per_epoch)], dim=1)
+        for i, k in enumerate(FOLDS):
+            seen = set(table.subject.iloc[rows[i].numpy()].astype(str))
+            assert plan.test_subjects[k][0] not in seen
+            assert set(rows[i].tolist()) == set(data.train_rows[i].tolist())
+            assert (identity[i] >= 0).all()
+            test_rows = torch.cat([b["index"] for b in data.test_batches(i)]).numpy()
+            assert set(table.subject.iloc[test_rows].astype(str)) == {plan.test_subjects[k][0]}
+
+
+class Killed(Exception):
+    """Stands for a kill right after an epoch-end checkpoint."""
+
+
+@pytest.mark.slow
+def test_killed_group_resumes_exactly(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold group killed after its epoch-1 checkpoint and rerun predicts exactly as an uninterrupted one."""
+    save = runner.ThrottledCheckpoint.on_train_epoch_end
+
+    def save_then_die(self, trainer, pl_module) -> None:
+        save(self, trainer, pl_module)
+        if trainer.current_epoch == 0:
+            raise Killed
+
+    predictions = {}
+    for name, kill in (("straight", False), ("killed", True)):
+        run_dir, plan = planned(tmp_path / name, cache_dir, epochs=2)
+        monkeypatch.setattr(runner, "CHECKPOINT_EVERY_S", 0.0)
+        if kill:
+            with monkeypatch.context() as patch:
+                patch.setattr(runner.ThrottledCheckpoint, "on_train_epoch_end", save_then_die)
+                with pytest.raises(Killed):
+                    runner.run_fold_job(run_dir, FOLDS, plan, size=4)
+            assert not any(FoldPaths(run_dir, k).done() for k in FOLDS)
+        runner.run_fold_job(run_dir, FOLDS, plan, size=4)
+        predictions[name] = pd.concat(pd.read_csv(FoldPaths(run_dir, k).csv) for k in FOLDS)
+        record = yaml.safe_load(FoldPaths(run_dir, 0).record.read_text())
+        assert record["epochs_trained"] == 2 and record["fold_group"] == FOLDS
+    pd.testing.assert_frame_equal(predictions["straight"], predictions["killed"])
+
+
+def test_fold_batch_refused_where_it_cannot_stack(tmp_path: Path) -> None:
+    """Xie et al. 2022 (manual optimisation) is refused before anything is written; bad specs too."""
+    from lightning_modules import Xie2022
+
+    with pytest.raises(MERError, match="cannot be fold-batched"):
+        check_fold_batchable(Xie2022)
+    xie = yaml.safe_load(Path("configs/xie2022/synthetic.yaml").read_text())
+    with pytest.raises(MERError, match="Xie2022 .*--fold-batch off"):
+        run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="2"))
+    with pytest.raises(MERError, match="--fold-batch 'two'"):
+        run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="two"))
+    assert not (tmp_path / "xie").exists()
