@@ -107,7 +107,11 @@ class ClipCache:
 
 
 def _init_worker() -> None:
+    """One thread per worker process (the pool spreads the cores): OpenCV's and torch's flow alike."""
+    import torch
+
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _save_clip(path: Path, prepared: PreparedClip | str) -> None:

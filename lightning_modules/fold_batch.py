@@ -87,6 +87,12 @@ class _Call(nn.Module):
         return self.model.predict_step(batch, 0)
 
 
+def _stacked(per_fold: list[tuple[Tensor, dict[str, Tensor]]]) -> tuple[Tensor, dict[str, Tensor]]:
+    """[(loss, terms)] of each fold -> (losses (F,), terms by name (F,))."""
+    terms = [t for _, t in per_fold]
+    return torch.stack([loss for loss, _ in per_fold]), {name: torch.stack([t[name] for t in terms]) for name in terms[0]}
+
+
 def _escape(name: str) -> str:
     return name.replace(".", "__")
 
@@ -181,29 +187,30 @@ class FoldBatch(L.LightningModule):
                 self._loss_batched = self._probe(params, buffers, batch)
             if self._loss_batched:
                 return self._batched_loss(params, buffers, batch)
-            outputs = self._vmapped("forward")(params, buffers, batch)
-        losses, terms = [], []
-        for i in range(self.n_folds):
-            fold_terms = self.template.loss_terms({k: v[i] for k, v in batch.items()}, {k: v[i] for k, v in outputs.items()})
-            losses.append(self.template.total_loss(fold_terms))
-            terms.append(fold_terms)
-        return torch.stack(losses), {name: torch.stack([t[name] for t in terms]) for name in terms[0]}
+        outputs = self.batched_forward(batch)
+        per_fold = [self.template.loss_terms({k: v[i] for k, v in batch.items()}, {k: v[i] for k, v in outputs.items()})
+                    for i in range(self.n_folds)]
+        return _stacked([(self.template.total_loss(terms), terms) for terms in per_fold])
+
+    def batched_forward(self, batch: Batch) -> dict[str, Tensor]:
+        """Every fold's model outputs on its own batch, vmapped (values (F, B, ...))."""
+        params, buffers = self.tensors()
+        with self._attention_kernel():
+            return self._vmapped("forward")(params, buffers, batch)
 
     def _fold_loop(self, params: dict[str, Tensor], buffers: dict[str, Tensor], batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """The folds one after another, each on views of its slice (gradients and BN updates land in it)."""
-        losses, terms = [], []
-        for i in range(self.n_folds):
-            fold = ({n: v[i] for n, v in params.items()}, {n: v[i] for n, v in buffers.items()})
-            loss, fold_terms = functional_call(self._call[0], fold, ("loss", {k: v[i] for k, v in batch.items()}))
-            losses.append(loss)
-            terms.append(fold_terms)
-        return torch.stack(losses), {name: torch.stack([t[name] for t in terms]) for name in terms[0]}
+        return _stacked([functional_call(self._call[0], ({n: v[i] for n, v in params.items()}, {n: v[i] for n, v in buffers.items()}),
+                                         ("loss", {k: v[i] for k, v in batch.items()}))
+                         for i in range(self.n_folds)])
 
     def _probe(self, params: dict[str, Tensor], buffers: dict[str, Tensor], batch: Batch) -> bool:
-        """Whether the loss can be computed inside vmap (tried on copies of the buffers, no gradients);
+        """Whether the loss can be computed inside vmap (tried on copies of the buffers and of the random
+        state, without gradients, so a resumed run stays exact);
         a one-line MERError when not even the forward pass can be batched."""
         copies = {name: value.clone() for name, value in buffers.items()}
-        with torch.no_grad():
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):  # the probe's dropout draws leave no trace
             try:
                 self._vmapped("loss")(params, copies, batch)
                 return True

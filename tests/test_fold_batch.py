@@ -145,6 +145,7 @@ def test_killed_group_resumes_exactly(tmp_path: Path, cache_dir: Path, monkeypat
                 with pytest.raises(Killed):
                     runner.run_fold_job(run_dir, FOLDS, plan, size=4)
             assert not any(FoldPaths(run_dir, k).done() for k in FOLDS)
+            assert runner.GroupPaths(run_dir, tuple(FOLDS)).last_ckpt.is_file()  # the rerun resumes from it
         runner.run_fold_job(run_dir, FOLDS, plan, size=4)
         predictions[name] = pd.concat(pd.read_csv(FoldPaths(run_dir, k).csv) for k in FOLDS)
         record = yaml.safe_load(FoldPaths(run_dir, 0).record.read_text())
@@ -164,3 +165,20 @@ def test_fold_batch_refused_where_it_cannot_stack(tmp_path: Path) -> None:
     with pytest.raises(MERError, match="--fold-batch 'two'"):
         run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="two"))
     assert not (tmp_path / "xie").exists()
+
+
+def test_jobs_reuse_started_groups_and_slurm_tasks_pass_the_option(tmp_path: Path) -> None:
+    """A rerun trains a started group (one with a checkpoint) as it was, whatever the new size; the
+    rest is cut anew; SLURM array tasks run their chunk with --fold-batch."""
+    from experiments.runner.slurm import folds_script
+
+    run_dir = tmp_path / "run"
+    started = runner.GroupPaths(run_dir, (2, 3, 4))
+    started.dir.mkdir(parents=True)
+    started.record.write_text('{"folds": [2, 3, 4]}')
+    started.last_ckpt.write_bytes(b"")
+    FoldPaths(run_dir, 0).csv.write_text("done")
+    assert runner.fold_groups(run_dir, list(range(8)), size=2) == [[2, 3, 4], [1, 5], [6, 7]]
+    assert runner.fold_groups(run_dir, [5, 6, 7], size=2) == [[5, 6], [7]]  # not this job's group
+    assert runner.job_chunks(list(range(7)), 0, slots=2) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert "--fold-batch auto" in folds_script(run_dir, list(range(8)), LosoOptions(fold_batch="auto"))

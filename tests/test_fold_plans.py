@@ -216,7 +216,8 @@ def test_official_split_run_reports_each_test_set_and_the_checkpoint_chosen_on_v
         assert scores["uar"] == pytest.approx(uar, abs=1e-6)
     # which weights predicted, and why: the best val/uf1 epoch of the fold's own validation log
     record = json.loads((run_dir / "folds" / "fold_000.json").read_text())
-    assert record["weights"] == "inner_validation" and record["monitor"] == "val/uf1" and record["epochs_trained"] == 2
+    assert record["weights"] == "inner_validation" and record["monitor"] == "val/uf1"
+    assert record["epochs_trained"] == 2 and record["training_ended"] == "max_epochs"
     logged = pd.read_csv(run_dir / "folds" / "fold_000" / "logs" / "version_0" / "metrics.csv").dropna(subset=["val/uf1"])
     best = logged.loc[logged["val/uf1"].idxmax()]
     assert record["score"] == pytest.approx(best["val/uf1"], abs=1e-6) and record["checkpoint_epoch"] == int(best["epoch"])

@@ -117,6 +117,25 @@ def test_reconstruction_and_swap_shapes_with_the_real_networks():
     torch.testing.assert_close(probe["motion_code"], out["motion_codes"][:, 1:].mean(dim=1))
 
 
+@pytest.mark.parametrize("motion_input", ["difference", "pair"])
+def test_the_motion_encoder_reads_the_frame_relative_to_the_onset(motion_input: str, monkeypatch: pytest.MonkeyPatch):
+    module = LFDTCMEN(**TINY, motion_input=motion_input)
+    seen: list[torch.Tensor] = []
+    monkeypatch.setattr(module.model.motion_encoder, "forward", lambda x: seen.append(x) or torch.zeros(len(x), D))
+    clip = module.model.prepare_frames(batch()["frames"])
+    module.model.disentangle(batch()["frames"])
+    relative = seen[0].view(B, T, -1, 16, 16)
+    if motion_input == "difference":
+        z = (clip - clip.mean(dim=(2, 3, 4), keepdim=True)) / clip.std(dim=(2, 3, 4), keepdim=True)
+        torch.testing.assert_close(relative, z - z[:, :1], rtol=1e-4, atol=1e-4)  # the onset's own input is zero
+        onset = clip[:, :1].expand_as(clip)
+        brighter = module.model.encode_motion(1.5 * onset + 0.1, onset)  # the onset under a gain + offset: no motion
+        torch.testing.assert_close(seen[-1], torch.zeros_like(seen[-1]), atol=1e-4, rtol=0)
+        assert brighter.shape == (B, T, D)
+    else:
+        torch.testing.assert_close(relative, torch.cat([clip, clip[:, :1].expand_as(clip)], dim=2))
+
+
 # ---------------------------------------------------------------- the six terms, computed independently
 def test_each_loss_term_matches_plain_torch(stub_codec: LFDTCMEN):
     out, data = code_outputs(), batch()

@@ -1,6 +1,6 @@
 """Speed of TV-L1 flow: the batched PyTorch port against OpenCV's DualTVL1, same pairs, one process.
 
-    python -m experiments.benchmarks.flow_speed                       # CPU, < 2 min
+    python -m experiments.benchmarks.flow_speed                       # CPU, one thread each, < 2 min
     python -m experiments.benchmarks.flow_speed --device cuda --pairs 4096 --batch-sizes 256,1024,4096
 
 Pairs: 8-frame pseudo-clips of the real videos in ../shared/data/video (central square resized to
@@ -133,8 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--opencv-pairs", type=int, default=14, help="pairs OpenCV computes (its rate is per pair)")
     parser.add_argument("--batch-sizes", default="1,7,14", help="comma-separated batch sizes of the PyTorch runs")
     parser.add_argument("--size", type=int, default=144, help="side of the square grey images")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads of torch and OpenCV (default: theirs)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda when present")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of torch and OpenCV (default 1: rates per core; 0: each library's own default)")
     args = parser.parse_args(argv)
     if not args.videos:
         raise MERError("no videos given and none found in ../shared/data/video; pass video paths")

@@ -55,14 +55,14 @@ def run(args: Namespace) -> None:
 
 
 def load_plan(run_dir: Path) -> RunPlan:
-    """The run's plan; a folder of per-seed runs (seed_N/) is named as such."""
+    """The run's plan; a folder of runs (e.g. seed_N/ of `mer loso --seeds`) is named as such."""
     from ..runner.plan import RunPlan
 
     if not (run_dir / "run.json").is_file():
-        seeds = sorted(p.parent.name for p in run_dir.glob("*/run.json"))
-        if seeds:
-            raise MERError(f"{run_dir} holds several runs ({', '.join(seeds)}); probe one of them, e.g. "
-                           f"`mer probe {run_dir / seeds[0]}`")
+        runs = sorted(p.parent.name for p in run_dir.glob("*/run.json"))
+        if runs:
+            raise MERError(f"{run_dir} is not a run dir but holds runs ({', '.join(runs)}); probe one of them, e.g. "
+                           f"`mer probe {run_dir / runs[0]}`")
         raise MERError(f"{run_dir} is not a run dir of `mer loso` (no run.json); give the --output folder of a LOSO run")
     return RunPlan.load(run_dir)
 

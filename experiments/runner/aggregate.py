@@ -50,7 +50,8 @@ def describe_missing(run_dir: Path, plan: RunPlan, missing: list[int]) -> str:
 
 
 def aggregate(run_dir: Path) -> dict[str, Any] | None:
-    """Pool the finished folds of `run_dir`; None (and the missing folds printed) when some are missing."""
+    """Pool the finished folds of `run_dir` and audit the result (``mer audit``: exit 1 when a check
+    fails); None (and the missing folds printed) when some folds are missing."""
     run_dir = Path(run_dir)
     plan = RunPlan.load(run_dir)
     missing = missing_folds(run_dir, plan)
@@ -58,7 +59,14 @@ def aggregate(run_dir: Path) -> dict[str, Any] | None:
         print(describe_missing(run_dir, plan, missing))
         return None
     with FileLock(run_dir / ".aggregate.lock"):
-        return _pool(run_dir, plan)
+        metrics = _pool(run_dir, plan)
+        from ..audit.checks import audit_run  # the audit reads the runner's files: imported here, no cycle
+
+        audit = audit_run(run_dir)
+    print(audit.report())
+    if not audit.passed:  # outputs are kept; the failed check is named above and in audit.json
+        raise SystemExit(1)
+    return metrics
 
 
 def _pool(run_dir: Path, plan: RunPlan) -> dict[str, Any]:

@@ -166,7 +166,8 @@ def fold_models(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]) ->
 
 
 def saved_bytes(module: FoldBatch, data: DeviceResidentFolds) -> int:
-    """Bytes the autograd graph keeps for one training step of `module` (its activations)."""
+    """Bytes the autograd graph keeps for one training step of `module` (its activations; a throw-away
+    module: its BatchNorm statistics move)."""
     total = 0
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -174,11 +175,9 @@ def saved_bytes(module: FoldBatch, data: DeviceResidentFolds) -> int:
         total += tensor.numel() * tensor.element_size()
         return tensor
 
-    buffers = {name: value.clone() for name, value in module.tensors()[1].items()}
-    params = module.tensors()[0]
     data.start_epoch([0] * len(data.folds))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module._vmapped("forward")(params, buffers, data.train_batch(0))
+        module.batched_forward(data.train_batch(0))
     return total
 
 
@@ -234,7 +233,7 @@ def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Repor
         atomic_write_csv(FoldPaths(run_dir, k).csv, prediction_table(datamodule, plan, k, index, probs.astype(np.float64)))
 
 
-def fold_groups(run_dir: Path, plan: RunPlan, folds: list[int], size: int) -> list[list[int]]:
+def fold_groups(run_dir: Path, folds: list[int], size: int) -> list[list[int]]:
     """Groups of the not-yet-done `folds`: groups started earlier first, then chunks of `size` (0 = auto:
     sized in the job, see :func:`run_fold_job`)."""
     started = started_groups(run_dir, folds)
@@ -248,7 +247,7 @@ def fold_groups(run_dir: Path, plan: RunPlan, folds: list[int], size: int) -> li
 def run_fold_job(run_dir: Path, folds: list[int], plan: RunPlan, size: int, report: Report | None = None) -> None:
     """A job of the executors under --fold-batch: its groups one after another (size 0 = auto: as many
     folds per group as fit in memory, measured here)."""
-    for group in fold_groups(run_dir, plan, folds, size):
+    for group in fold_groups(run_dir, folds, size):
         if size == 0 and not GroupPaths(run_dir, tuple(group)).last_ckpt.is_file():
             cli = instantiate(group_config(plan, GroupPaths(run_dir, tuple(group))))
             cli.datamodule.prepare_data()

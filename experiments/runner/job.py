@@ -210,20 +210,20 @@ def chosen_checkpoint(chooser: ModelCheckpoint | None, k: int) -> str | None:
 
 def fold_record(k: int, trainer: L.Trainer) -> dict[str, Any]:
     """Provenance of a fold's predictions, read by ``mer audit``: ``weights`` 'last_epoch' (the weights
-    after the last trained epoch: all configured epochs, or fewer when EarlyStopping stopped training)
-    or 'inner_validation' (the best checkpoint of a ModelCheckpoint monitoring a val/* metric, i.e. chosen
-    on the fold's inner validation subjects; ``checkpoint`` relative to the fold's folder). Nothing is
-    ever selected on the test samples."""
-    record: dict[str, Any] = {"fold": k, "epochs_trained": trainer.current_epoch, "global_step": trainer.global_step}
-    stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping) and c.stopped_epoch), None)
+    after the last trained epoch) or 'inner_validation' (the best checkpoint of a ModelCheckpoint
+    monitoring a val/* metric, i.e. chosen on the fold's inner validation subjects; ``checkpoint``
+    relative to the fold's folder); ``training_ended`` says what ended training (see
+    :func:`training_end`). Nothing is ever selected on the test samples."""
+    ended, stopper = training_end(trainer)
+    record: dict[str, Any] = {"fold": k, "epochs_trained": trainer.current_epoch, "global_step": trainer.global_step,
+                              "max_epochs": trainer.max_epochs, "max_steps": trainer.max_steps, "training_ended": ended}
     if stopper is not None:
         record["early_stopping"] = {"monitor": stopper.monitor, "mode": stopper.mode, "patience": stopper.patience,
                                     "stopped_epoch": stopper.stopped_epoch}
     chooser = weight_chooser(trainer)
     if chooser is None:
-        stopped = f", stopped early by EarlyStopping on {stopper.monitor}" if stopper else ""
-        return {**record, "weights": "last_epoch",
-                "reason": f"last epoch of the configured training{stopped}, no checkpoint selection"}
+        return {**record, "weights": "last_epoch", "reason": f"the weights after the last trained epoch ({ENDINGS[ended]}"
+                f"{' on ' + stopper.monitor if stopper else ''}), no checkpoint selection"}
     path = Path(chooser.best_model_path)
     score = chooser.best_model_score
     return {**record, "weights": "inner_validation", "checkpoint": os.path.relpath(path, trainer.default_root_dir),
@@ -231,6 +231,26 @@ def fold_record(k: int, trainer: L.Trainer) -> dict[str, Any]:
             "monitor": chooser.monitor, "mode": chooser.mode, "score": None if score is None else float(score),
             "reason": f"best {chooser.monitor} ({chooser.mode}) on the fold's inner validation subjects among the "
                       "checkpoints its ModelCheckpoint saved"}
+
+
+ENDINGS = {
+    "max_epochs": "all configured epochs trained",
+    "max_steps": "the configured max_steps reached",
+    "early_stopping": "stopped early by EarlyStopping",
+    "should_stop": "the model or a callback set trainer.should_stop, e.g. Xie et al.'s stage schedule",
+}
+
+
+def training_end(trainer: L.Trainer) -> tuple[str, EarlyStopping | None]:
+    """What ended a finished fit (a key of ENDINGS), and the EarlyStopping that stopped it, if one did."""
+    stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping) and c.stopped_epoch), None)
+    if stopper is not None:
+        return "early_stopping", stopper
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return "max_steps", None
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs", None
+    return "should_stop", None
 
 
 def prediction_table(datamodule: Any, plan: RunPlan, k: int, index: np.ndarray, probs: np.ndarray) -> pd.DataFrame:

@@ -97,7 +97,7 @@ def summarise(output: Path, per_seed: dict[int, dict[str, Any]]) -> dict[str, An
     }
     for group in ("per_test_set", "per_dataset"):
         names = list(first.get(group) or {})
-        if group == "per_test_set" and names or len(names) > 1:
+        if (group == "per_test_set" and names) or len(names) > 1:  # test sets always, databases of a composite
             summary[group] = {name: score_table(per_seed, (group, name)) for name in names}
     write_json(output / SUMMARY_JSON, summary)
     plot_seeds(summary, output / SUMMARY_PNG, output.name)

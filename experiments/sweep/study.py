@@ -217,6 +217,12 @@ def run_trial(trial: Trial, spec: SweepSpec, settings: SweepSettings, output: Pa
     return metric_value(json.loads(metrics_file.read_text()), spec.metric, metrics_file)
 
 
+def interrupted(err: BaseException) -> bool:
+    """Ctrl-C or SIGTERM: a KeyboardInterrupt, or mer loso's exit code 130 after one (a failed audit of
+    the pooled run exits 1: a failure)."""
+    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and err.code == 130)
+
+
 def work(output: Path, index: int) -> None:
     """One worker: pull and run trials until the study is done (see the module docstring)."""
     settings = SweepSettings.load(output)
@@ -236,12 +242,10 @@ def work(output: Path, index: int) -> None:
             continue
         try:
             value = run_trial(trial, spec, settings, output)
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM: queued again at once, resumable
+        except BaseException as err:
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            retry(study, trial.number, None)
-            raise
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            if interrupted(err):  # Ctrl-C / SIGTERM: queued again at once, its LOSO run resumes
+                retry(study, trial.number, None)
             raise
         try:
             study.tell(trial, value)

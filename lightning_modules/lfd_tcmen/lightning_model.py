@@ -32,10 +32,12 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
     Not specified by the paper; we use:
       - Encoders: the suite's 2D ResNet (ImageNet layout) per frame. Identity encoder: one frame.
         Motion encoder: the frame relative to the clip's onset frame (frame 0, the identity
-        reference): ``motion_input="difference"`` reads frame - onset (default), ``"pair"`` the
-        frame and the onset stacked. Frames are resized to ``drl_size`` first. (With "pair" the
-        motion code carried the subject as well as the identity code did on the synthetic set, see
-        README; the difference leaves the appearance shared by both frames out of its input.)
+        reference): ``motion_input="difference"`` (default) reads the difference of the two frames,
+        each standardised to zero mean and unit std (a global illumination gain cancels), ``"pair"``
+        the frame and the onset stacked. Frames are resized to ``drl_size`` first. (With "pair" the
+        motion code carried the subject as well as the identity code did on the synthetic set's
+        training subjects, and a plain frame - onset still let the illumination drift carry a scaled
+        copy of the face; see README.)
       - Decoder: (identity code of the onset, motion code of frame t) -> frame t (FrameDecoder).
       - L_orth: mean squared Pearson correlation between every identity-code dimension and every
         motion-code dimension over the batch's frames (batch-centred difference loss of Bousmalis

@@ -23,6 +23,13 @@ from lightning_modules.backbones.vit import transformer_blocks
 MotionInput = Literal["difference", "pair"]
 
 
+def standardise(images: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each image (..., C, H, W) to zero mean and unit standard deviation over its C*H*W values:
+    a global illumination gain or offset between two frames cancels in their difference."""
+    mean = images.mean(dim=(-3, -2, -1), keepdim=True)
+    return (images - mean) / (images.std(dim=(-3, -2, -1), keepdim=True) + eps)
+
+
 def different_subject_partners(identity: Tensor) -> tuple[Tensor, Tensor]:
     """For every item a partner of another subject in the batch, chosen at random.
 
@@ -94,8 +101,8 @@ class LFDTCMENModel(nn.Module):
     with DRL) and flow (B, T-1, C', H', W') (step t: onset -> frame t). Frames are resized to
     ``drl_size`` inside the model. Encoders: ``ResNet(encoder_blocks, ..., base_width)`` in the
     ImageNet 2D layout (identity: C channels; flow: C'). The motion encoder reads a frame relative
-    to the onset: ``motion_input="difference"`` (frame - onset, C channels) or ``"pair"`` (frame and
-    onset stacked, 2C channels).
+    to the onset: ``motion_input="difference"`` (difference of the two frames, each standardised
+    by :func:`standardise`, C channels) or ``"pair"`` (frame and onset stacked, 2C channels).
     """
 
     def __init__(
@@ -155,7 +162,7 @@ class LFDTCMENModel(nn.Module):
 
     def encode_motion(self, images: Tensor, onset: Tensor) -> Tensor:
         """Frames (..., C, s, s) relative to onset frames of the same shape -> motion codes (..., D)."""
-        relative = torch.cat([images, onset], dim=-3) if self.motion_input == "pair" else images - onset
+        relative = torch.cat([images, onset], dim=-3) if self.motion_input == "pair" else standardise(images) - standardise(onset)
         return self.motion_encoder(relative.flatten(0, -4)).view(*images.shape[:-3], -1)
 
     def decode(self, identity_code: Tensor, motion_code: Tensor) -> Tensor:
