@@ -56,10 +56,12 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
 
 
 def result_table(metrics: dict[str, Any]) -> str:
-    """Pooled UF1/UAR/accuracy overall and per database, then per class."""
+    """Pooled UF1/UAR/accuracy overall, per official test set and per database, then per class."""
     lines = [f"LOSO result: pooled predictions of {metrics['n_folds']} folds, {metrics['n_samples']} samples",
              f"{'dataset':<12}{'n':>6}{'UF1':>9}{'UAR':>9}{'Acc':>9}"]
-    rows = [("all", metrics)] + list(metrics["per_dataset"].items()) if len(metrics["per_dataset"]) > 1 else [("all", metrics)]
+    rows = [("all", metrics), *(metrics.get("per_test_set") or {}).items()]
+    if len(metrics["per_dataset"]) > 1:
+        rows += list(metrics["per_dataset"].items())
     for name, m in rows:
         lines.append(f"{name:<12}{m['n_samples']:>6}{m['uf1']:>9.4f}{m['uar']:>9.4f}{m['acc']:>9.4f}")
     lines.append(f"{'class':<12}{'n':>6}{'F1':>9}{'recall':>9}")

@@ -247,8 +247,9 @@ def check_weights(run: RunFiles) -> Check:
 def weights_problem(record: dict[str, Any], k: int, fold_plan: FoldPlan | str, epochs: int, steps: int | None) -> str | None:
     """Why a fold's provenance record (``job.fold_record``) does not show honest weights (None: it does).
 
-    'last_epoch': all configured epochs (or steps) trained, or fewer when its ``early_stopping`` entry
-    names a monitored metric that is not a test metric. 'inner_validation': a checkpoint chosen on a
+    'last_epoch': all configured epochs (or steps) trained, fewer when the model's own schedule stopped
+    the fit (``training_ended: should_stop``, e.g. Xie et al.'s stage 4), or when its ``early_stopping``
+    entry names a monitored metric that is not a test metric. 'inner_validation': a checkpoint chosen on a
     metric that is not a test metric, in a fold that has validation subjects."""
     source = f"folds/fold_{k:03d}.json"
     if record.get("fold") != k:
@@ -260,6 +261,8 @@ def weights_problem(record: dict[str, Any], k: int, fold_plan: FoldPlan | str, e
         if isinstance(stopper, dict):
             return monitor_problem(stopper.get("monitor"), "training stopped early", source)
         if trained == epochs or (steps is not None and step == steps):
+            return None
+        if record.get("training_ended") == "should_stop":  # the model's own schedule ended it (Xie et al.'s stages)
             return None
         limit = f"{epochs} epochs" + (f" or {steps} steps" if steps is not None else "")
         return (f"predicted by the weights after {trained} epoch(s) (step {step}), but the config trains {limit} "

@@ -97,7 +97,7 @@ def _log_pooled_to_wandb(run_dir: Path, plan: RunPlan, metrics: dict[str, Any]) 
     from .wandb_runs import pooled_run
 
     summary = {"pooled/uf1": metrics["uf1"], "pooled/uar": metrics["uar"], "pooled/acc": metrics["acc"]}
-    for name, m in metrics["per_dataset"].items():
+    for name, m in {**metrics["per_dataset"], **(metrics.get("per_test_set") or {})}.items():
         summary.update({f"pooled/{name}/uf1": m["uf1"], f"pooled/{name}/uar": m["uar"], f"pooled/{name}/acc": m["acc"]})
     with pooled_run(plan, run_dir, metrics["config"]) as run:
         run.log({**summary, "confusion_matrix": wandb.Image(str(run_dir / "confusion_matrix.png"))})
