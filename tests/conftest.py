@@ -4,12 +4,14 @@ with a reason on a user's clone and FAIL when CI is set."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.slurm_cluster import SlurmCluster, missing_slurm, slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -77,3 +79,21 @@ def run_in_process(main: Callable[[list[str]], Any], argv: list[str],
         code = int(exit_.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    reason = missing_slurm()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}")
+        pytest.skip(reason)
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def on_cluster(slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """`mer loso`'s sbatch calls (and the jobs, which inherit the environment) talk to our cluster."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    return slurm

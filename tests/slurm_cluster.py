@@ -181,3 +181,11 @@ def slurm_cluster(root: Path, cpus: int = 2) -> Iterator[SlurmCluster]:
             cluster.cancel_all()
         for process in reversed(started):
             _stop(process)
+
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def job_logs(run_dir: Path) -> str:
+    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+                     for log in sorted((run_dir / "slurm").glob("*.out")))

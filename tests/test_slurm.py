@@ -14,36 +14,16 @@ CI is set (.ci/run installs it); the option checks run everywhere.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from experiments.cli import mer_main
-from tests.slurm_cluster import SlurmCluster, missing_slurm, slurm_cluster
+from tests.slurm_cluster import TERMINAL, SlurmCluster, job_logs
 
 EPOCHS = 16  # ~0.8 s per epoch on one thread: a fold trains long enough to be interrupted midway
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
-
-
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    reason = missing_slurm()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
-    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def on_cluster(slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
-    """`mer loso`'s sbatch calls (and the jobs, which inherit the environment) talk to our cluster."""
-    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
-    return slurm
 
 
 def mer_loso(config: Path, output: Path, *options: str) -> None:
@@ -53,11 +33,6 @@ def mer_loso(config: Path, output: Path, *options: str) -> None:
 
 SLURM_OPTIONS = ("--launcher", "slurm", "--cpus-per-task", "1", "--folds-per-task", "2", "--array-parallelism", "2",
                  "--time", "00:15:00")
-
-
-def job_logs(run_dir: Path) -> str:
-    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
-                     for log in sorted((run_dir / "slurm").glob("*.out")))
 
 
 def mer_loso_error(capsys: pytest.CaptureFixture, *args: str) -> str:

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 
 from experiments.cli import mer_main
-from tests.test_slurm import TERMINAL, job_logs, on_cluster, slurm  # noqa: F401 (fixtures)
+from tests.slurm_cluster import TERMINAL, job_logs
 from tests.test_sweep import write_spec
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_worker_array_finishes_the_grid_and_the_summary_job_plots_it(on_cluster, tiny_config, tmp_path):  # noqa: F811
+def test_worker_array_finishes_the_grid_and_the_summary_job_plots_it(on_cluster, tiny_config, tmp_path):
     spec = write_spec(tmp_path / "grid.yaml", tiny_config, parameters={
         "model.init_args.lambda_au": {"values": [0.0, 1.0]}, "model.init_args.lambda_orth": {"value": 1.0}})
     output = tmp_path / "sweep"
