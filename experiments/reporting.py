@@ -49,8 +49,15 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
                     color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.046, label="recall")
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a file) and close it."""
+    import matplotlib.pyplot as plt
+
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, path)
 

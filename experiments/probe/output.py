@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from ..reporting import save_figure
 
 POOLING = ("pooled: the balanced accuracy of every probed fold's held-out (true, predicted) subject pairs "
            "together; chance, chance_sd: its mean and standard deviation for a probe guessing uniformly among "
@@ -44,7 +45,4 @@ def plot_probe(result: dict[str, Any], path: Path) -> None:
     ax.set_title(f"identity probe: {result['model']} ({len(result['folds'])} folds)", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -12,7 +12,6 @@ database of a composite set), and the table is printed. The standard deviation i
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import yaml
 
 from datamodules.errors import MERError
 
-from ..reporting import write_json
+from ..reporting import save_figure, write_json
 from .folds import parse_numbers
 from .options import LosoOptions
 
@@ -140,10 +139,7 @@ def plot_seeds(summary: dict[str, Any], path: Path, title: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_title(f"{title}: {len(summary['seeds'])} seeds, mean ± std", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=100)
 
 
 def resume_command(output: Path, options: LosoOptions) -> str:

@@ -7,14 +7,13 @@ the other parameters (a grid) or one point per trial (bayes/random).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ..reporting import atomic_write_csv
+from ..reporting import atomic_write_csv, save_figure
 from .spec import SweepSpec
 
 TABLE = "trials.csv"
@@ -67,15 +66,6 @@ def _text(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def _pyplot():
     import matplotlib
 
@@ -107,7 +97,7 @@ def plot_figure6(complete: pd.DataFrame, names: list[str], spec: SweepSpec, path
         ax.grid(alpha=0.3)
     fig.suptitle(f"{spec.name}: {spec.metric} against each parameter", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_heatmap(complete: pd.DataFrame, names: list[str], metric: str, path: Path) -> None:
@@ -127,4 +117,4 @@ def plot_heatmap(complete: pd.DataFrame, names: list[str], metric: str, path: Pa
                 ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white", fontsize=8)
     fig.colorbar(image, ax=ax, label=metric)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
