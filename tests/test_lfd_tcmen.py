@@ -182,6 +182,45 @@ def test_identity_loss_ignores_items_marked_minus_one(stub_codec: LFDTCMEN):
     assert stub_codec.loss_terms(data, out)["id"].item() == 0.0
 
 
+def motion_encoder_gradient(module: LFDTCMEN, loss: torch.Tensor) -> torch.Tensor:
+    module.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in module.model.motion_encoder.parameters()])
+
+
+def test_the_motion_adversary_reverses_its_gradient_into_the_motion_encoder_only():
+    strength = 0.5
+    off = {f"lambda_{term}": 0.0 for term in ("orth", "rec", "cons", "cycle", "cls")}
+    module = LFDTCMEN(**TINY, **off, lambda_id_adv=strength)
+    data = batch()
+    head = module.model.motion_identity_head
+    # plain classifier, by hand: linear head on the mean motion code of steps 1..T-1, cross-entropy
+    torch.manual_seed(0)
+    clip_motion = module(data)["motion_codes"][:, 1:].mean(1)
+    logits = clip_motion @ head.weight.T + head.bias
+    plain = (torch.logsumexp(logits, -1) - logits[torch.arange(B), data["identity"]]).mean()
+    plain_encoder = motion_encoder_gradient(module, plain)
+    plain_head = head.weight.grad.clone()
+    # the model's id term (identity head + adversary): the identity head never reaches the motion encoder
+    torch.manual_seed(0)
+    term = module.loss_terms(data, module(data))["id"]
+    adversary_encoder = motion_encoder_gradient(module, term)
+    assert plain_encoder.abs().sum() > 0
+    torch.testing.assert_close(adversary_encoder, -strength * plain_encoder)
+    torch.testing.assert_close(head.weight.grad, plain_head)  # the adversary itself still learns to classify
+
+
+def test_without_the_adversary_the_model_is_unchanged():
+    torch.manual_seed(0)
+    plain = LFDTCMEN(**TINY)
+    torch.manual_seed(0)
+    off = LFDTCMEN(**TINY, lambda_id_adv=0.0)
+    assert off.model.motion_identity_head is None
+    assert all(torch.equal(p, q) for p, q in zip(plain.state_dict().values(), off.state_dict().values(), strict=True))
+    with pytest.raises(MERError, match="lambda_id_adv"):
+        LFDTCMEN(**TINY, lambda_id_adv=-1.0)
+
+
 @pytest.mark.parametrize("term", ["orth", "rec", "cons", "cycle", "id", "cls"])
 def test_a_zero_weight_switches_its_term_off(term: str):
     module = LFDTCMEN(**TINY, **{f"lambda_{term}": 0.0})
@@ -197,10 +236,11 @@ def test_identity_loss_needs_the_linked_number_of_training_subjects():
 
 # ---------------------------------------------------------------- gradients, baseline, fit
 def test_one_backward_reaches_every_parameter():
-    module = LFDTCMEN(**TINY)
+    module = LFDTCMEN(**TINY, lambda_id_adv=1.0)
     data = batch()
     module.total_loss(module.loss_terms(data, module(data))).backward()
-    parts = ("identity_encoder", "motion_encoder", "decoder", "fusion", "identity_head", "flow_encoder", "temporal", "head")
+    parts = ("identity_encoder", "motion_encoder", "decoder", "fusion", "identity_head", "motion_identity_head", "flow_encoder",
+             "temporal", "head")
     named = dict(module.model.named_parameters())
     assert all(any(name.startswith(part) for name in named) for part in parts)
     dead = [name for name, p in named.items() if p.grad is None or p.grad.abs().sum() == 0]

@@ -18,11 +18,10 @@ from datamodules import SyntheticDataModule
 from datamodules.datasets import TensorDictDataset
 from datamodules.errors import MERError
 from lightning_modules import Xie2022
-from lightning_modules.xie2022.lightning_model import identity_cross_entropy
 from lightning_modules.xie2022.torch_model import (
     IDNET_LAYOUT, MENET_LAYOUT, DiverseAttention, FrameSelfAttention, idnet, menet,
 )
-from losses import divergence_loss
+from losses import divergence_loss, identity_cross_entropy
 from tests.conftest import TINY_SYNTHETIC
 
 TINY = {"num_classes": 3, "num_identities": 3, "num_frames": 4, "menet_size": 32, "idnet_size": 16, "base_width": 8,

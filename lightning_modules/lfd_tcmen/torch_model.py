@@ -103,6 +103,8 @@ class LFDTCMENModel(nn.Module):
     ImageNet 2D layout (identity: C channels; flow: C'). The motion encoder reads a frame relative
     to the onset: ``motion_input="difference"`` (difference of the two frames, each standardised
     by :func:`standardise`, C channels) or ``"pair"`` (frame and onset stacked, 2C channels).
+    ``num_identities`` > 0 adds the subject classifier on the identity code (``identity_head``) and,
+    with ``motion_adversary``, the adversary on the clip's motion code (``motion_identity_head``).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class LFDTCMENModel(nn.Module):
         num_classes: int,
         num_identities: int = 0,
         use_drl: bool = True,
+        motion_adversary: bool = False,
         frame_channels: int = 3,
         flow_channels: int = 2,
         num_frames: int = 8,
@@ -145,6 +148,7 @@ class LFDTCMENModel(nn.Module):
             self.decoder = FrameDecoder(2 * code_dim, frame_channels, drl_size, decoder_width)
             self.fusion = GatedFusion(code_dim, fusion_dim)
             self.identity_head = nn.Linear(code_dim, num_identities) if num_identities else None
+            self.motion_identity_head = nn.Linear(code_dim, num_identities) if num_identities and motion_adversary else None
 
     # -- DRL -----------------------------------------------------------------------------------
     def prepare_frames(self, frames: Tensor) -> Tensor:

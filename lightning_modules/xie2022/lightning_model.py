@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from datamodules.errors import MERError
-from losses import MINE, divergence_loss, scale_gradient
+from losses import MINE, divergence_loss, identity_cross_entropy, scale_gradient
 
 from ..base import Batch, MERClassifier
 from .torch_model import AttentionResNet, idnet, menet
@@ -199,13 +199,6 @@ class Xie2022(MERClassifier):
         terms["mi"] = self.mine(motion_features, scale_gradient(out["features"], -hp.lambda_mi_idnet))
         loss = terms["ce_id"] + hp.lambda_mi_idnet * terms["mi"]
         return {**terms, "loss": loss}, terms["ce_id"] - terms["mi"]
-
-
-def identity_cross_entropy(logits: Tensor, identity: Tensor) -> Tensor:
-    """eq. 4 over the items with an identity class (>= 0); items marked -1 never reach the loss."""
-    known = (identity >= 0).to(logits.dtype)
-    per_item = F.cross_entropy(logits, identity.clamp(min=0), reduction="none")
-    return (per_item * known).sum() / known.sum().clamp(min=1)  # 0 when no item has one; no host sync
 
 
 def _check_settings(num_frames: int, use_dao: bool, use_div: bool, use_idnet_mine: bool,
