@@ -63,7 +63,7 @@ def execute(run_dir: Path, plan: RunPlan, options: LosoOptions, resume: str | No
         launch(run_dir, plan.folds, options)
         return None
     try:
-        run_local(run_dir, plan, plan.folds, options.devices, options.folds_per_device, options.workers)
+        run_local(run_dir, plan, plan.folds, options.devices, options.folds_per_device, options.workers, options.fold_batch)
     except KeyboardInterrupt:
         missing = missing_folds(run_dir, plan)
         print(f"\ninterrupted: {plan.n_folds - len(missing)} of {plan.n_folds} folds finished; a fold in training "
