@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from importlib import import_module
-from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
@@ -90,37 +89,11 @@ def mer_main(argv: list[str] | None = None) -> None:
             run_lightning(argv, "mer")
     elif name == "loso":
         def main() -> None:
+            from .loso import run_loso_command
+
             run_loso_command(args[1:])
     else:
         def main() -> None:
             config = mer_parser(name).parse_args(args)
             import_module(SUBCOMMANDS[config.subcommand].module).run(config[config.subcommand])
     guarded(main, SUBCOMMANDS[name].resume if name else "nothing was written")
-
-
-def run_loso_command(args: list[str]) -> None:
-    """`mer loso`: parse the fold config and the runner options, then hand both to the runner."""
-    from .lightning_cli import LosoCLI, make_cli
-    from .loso import default_output, run_loso
-    from .runner.options import LosoOptions
-
-    aggregate_only = _value_of("--aggregate-only", args)
-    if aggregate_only is not None:  # pools a planned run: its own config.yaml is the config
-        run_loso("", LosoOptions(aggregate_only=Path(aggregate_only)))
-        return
-    cli = make_cli(args, run=False, prog="mer loso", cli_class=LosoCLI)
-    options = cli.options()
-    if options.output is None and cli.config.get("config"):
-        options.output = default_output(str(cli.config.config[0]))
-    run_loso(cli.fold_config_yaml(), options)
-
-
-def _value_of(option: str, args: list[str]) -> str | None:
-    """The value of `option` given as `--option VALUE` or `--option=VALUE`, else None."""
-    for i, arg in enumerate(args):
-        if arg == option and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(option + "="):
-            return arg.split("=", 1)[1]
-    return None
-

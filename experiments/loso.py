@@ -111,3 +111,30 @@ def summarise_pooled(output: Path, pooled: dict[int, dict[str, Any] | None]) -> 
 def default_output(config_path: str) -> Path:
     path = Path(config_path)
     return Path("outputs") / f"{path.parent.name}-{path.stem}"
+
+
+def run_loso_command(args: list[str]) -> None:
+    """`mer loso`: parse the fold config and the runner options, then hand both to the runner."""
+    from .lightning_cli import LosoCLI, make_cli
+    from .runner.options import LosoOptions
+
+    aggregate_only = _value_of("--aggregate-only", args)
+    if aggregate_only is not None:  # pools a planned run: its own config.yaml is the config
+        run_loso("", LosoOptions(aggregate_only=Path(aggregate_only)))
+        return
+    cli = make_cli(args, run=False, prog="mer loso", cli_class=LosoCLI)
+    options = cli.options()
+    if options.output is None and cli.config.get("config"):
+        options.output = default_output(str(cli.config.config[0]))
+    run_loso(cli.fold_config_yaml(), options)
+
+
+def _value_of(option: str, args: list[str]) -> str | None:
+    """The value of `option` given as `--option VALUE` or `--option=VALUE`, else None."""
+    for i, arg in enumerate(args):
+        if arg == option and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+

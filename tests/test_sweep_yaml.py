@@ -3,7 +3,7 @@
 The agent's own code expands and starts each trial's command (wandb.wandb_agent.Agent._command_run:
 ``${env}`` -> /usr/bin/env, ``${args}`` -> ``--name=value`` per parameter, WANDB_RUN_ID in the
 environment); a stub ``mer`` on PATH records the argv it receives, which our CLI then parses as
-``mer loso`` does (experiments.cli.run_loso_command: make_cli with LosoCLI, run=False).
+``mer loso`` does (experiments.loso.run_loso_command: make_cli with LosoCLI, run=False).
 """
 
 from __future__ import annotations

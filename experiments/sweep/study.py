@@ -199,7 +199,7 @@ def metric_value(metrics: dict[str, Any], name: str, source: Path) -> float:
 
 def run_trial(trial: Trial, spec: SweepSpec, settings: SweepSettings, output: Path) -> float:
     """The trial as one whole `mer loso` run into its folder (a retry resumes its finished folds)."""
-    from ..cli import run_loso_command
+    from ..loso import run_loso_command
 
     run_dir = output / trial.user_attrs["run_dir"]
     run_dir.parent.mkdir(parents=True, exist_ok=True)
