@@ -87,7 +87,9 @@ def duplicate_one_sample(run: Path) -> None:
     """Fold 1 predicts one of its samples twice; the run is pooled again so that its files agree."""
     fold = read_csv(run / "folds" / "fold_001.csv")
     pd.concat([fold, fold.iloc[[0]]], ignore_index=True).to_csv(run / "folds" / "fold_001.csv", index=False)
-    mer_main(["loso", "--aggregate-only", str(run)])
+    with pytest.raises(SystemExit) as exit_:  # pooling audits the run: the duplicate already fails it
+        mer_main(["loso", "--aggregate-only", str(run)])
+    assert exit_.value.code == 1
 
 
 def add_test_subject_to_training(run: Path) -> None:
