@@ -7,7 +7,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 
 from datamodules import SyntheticDataModule
 from datamodules.errors import MERError

@@ -13,6 +13,7 @@ from unittest import mock
 import pytest
 import yaml
 from wandb.proto import wandb_internal_pb2
+from wandb.sdk.lib.service.service_token import UnixServiceToken
 
 from experiments.cli import mer_main
 from experiments.runner.plan import RunPlan
@@ -76,12 +77,14 @@ def agent_environment(base: Path) -> dict[str, str]:
 
 
 def test_agent_trial_gets_pooled_metrics_and_every_fold_its_own_run(tiny_config, tmp_path, capsys):
-    """Folds 0-1 in the agent's process itself, 2-3 in spawned workers started with the agent's variables."""
+    """Folds 0-1 in the agent's process itself, 2-3 in spawned workers started with the agent's variables
+    and with a ``WANDB_SERVICE`` naming a wandb service that is gone (as after a torn-down session)."""
     run_dir = tmp_path / "trial"
     command = ["loso", "--config", str(tiny_config), "--model.init_args.lambda_au=0.5", f"--output={run_dir}"]
     agent = agent_environment(tmp_path)
-    for extra in (["--folds=0-1"], ["--workers=2"]):
-        with mock.patch.dict(os.environ, agent):  # the whole environment is restored on exit
+    gone = UnixServiceToken(parent_pid=os.getpid(), path=str(tmp_path / "gone.sock")).env_value
+    for extra, stale in ((["--folds=0-1"], {}), (["--workers=2"], {"WANDB_SERVICE": gone})):
+        with mock.patch.dict(os.environ, {**agent, **stale}):  # the whole environment is restored on exit
             code, _, err = run_in_process(mer_main, command + extra, capsys)
         assert code == 0, err
 

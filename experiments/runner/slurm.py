@@ -40,7 +40,7 @@ def n_tasks(n_folds: int, folds_per_task: int) -> int:
     return math.ceil(n_folds / folds_per_task)
 
 
-def _directives(run_dir: Path, options: LosoOptions, job_name: str, log_name: str, time: str, cpus: int) -> list[str]:
+def directives(run_dir: Path, options: LosoOptions, job_name: str, log_name: str, time: str, cpus: int) -> list[str]:
     """The #SBATCH lines both scripts share (None-valued options are left to the cluster's defaults)."""
     values = {
         "job-name": job_name,
@@ -59,9 +59,11 @@ def _worker(run_dir: Path, *args: str) -> str:
     return shlex.join([sys.executable, "-m", "experiments.runner.worker", str(run_dir), *args])
 
 
-def _environment() -> list[str]:
-    """Make the suite importable wherever the job starts (a clone that is not pip-installed)."""
-    return [f'export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"']
+def job_environment() -> list[str]:
+    """Make the suite importable wherever the job starts (a clone that is not pip-installed); the job
+    starts its own wandb service (sbatch exports the submitting shell's ``WANDB_SERVICE``, a socket of
+    the submitting machine)."""
+    return [f'export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"', "unset WANDB_SERVICE"]
 
 
 def folds_script(run_dir: Path, folds: list[int], options: LosoOptions) -> str:
@@ -77,13 +79,13 @@ def folds_script(run_dir: Path, folds: list[int], options: LosoOptions) -> str:
         f"# mer loso fold tasks: folds {format_folds(folds)} of {run_dir}, {options.folds_per_task} per array task.",
         "# USR1 90 s before the time limit: Lightning checkpoints and requeues the task; a requeued",
         "# or preempted fold continues from its own last checkpoint.",
-        *_directives(run_dir, options, _job_name(run_dir), "folds-%A_%a.out", options.time,
+        *directives(run_dir, options, job_name(run_dir), "folds-%A_%a.out", options.time,
                      options.cpus_per_task),
         f"#SBATCH --array=0-{tasks - 1}{parallel}",
         *([f"#SBATCH --gpus-per-task={options.gpus_per_task}"] if options.gpus_per_task else []),
         "#SBATCH --signal=USR1@90",
         "#SBATCH --requeue",
-        *_environment(),
+        *job_environment(),
         # srun makes the folds a job step (the one USR1 reaches); Slurm 22.05's srun needs its CPUs restated.
         f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    {_worker(run_dir)} \\\n"
         f'    --task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task {options.folds_per_task}{gpus}',
@@ -98,21 +100,40 @@ def aggregate_script(run_dir: Path, options: LosoOptions) -> str:
         f"# mer loso pooling of {run_dir} once every fold task has ended:",
         "# predictions.csv, metrics.json, confusion_matrix.png, or the names of the folds still missing.",
         f"# Pool again by hand: mer loso --aggregate-only {run_dir}",
-        *_directives(run_dir, options, _job_name(run_dir) + "-aggregate", "aggregate-%j.out", AGGREGATE_TIME, 1),
-        *_environment(),
+        *directives(run_dir, options, job_name(run_dir) + "-aggregate", "aggregate-%j.out", AGGREGATE_TIME, 1),
+        *job_environment(),
         _worker(run_dir, "--aggregate"),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _job_name(run_dir: Path) -> str:
+def job_name(run_dir: Path) -> str:
     return "mer-" + (re.sub(r"[^A-Za-z0-9_.-]", "_", run_dir.name) or "loso")
 
 
-def submit_commands(run_dir: Path) -> str:
-    scripts = run_dir / SLURM_DIR
-    return (f"array=$(sbatch --parsable {shlex.quote(str(scripts / FOLDS_SCRIPT))}) && "
-            f"sbatch --dependency=afterany:${{array%%;*}} {shlex.quote(str(scripts / AGGREGATE_SCRIPT))}")
+def submit_array_then(directory: Path, array: tuple[str, str], follow_up: tuple[str, str], dry_run: bool,
+                      if_refused: str) -> tuple[str, str] | None:
+    """Write an array script and its follow-up job's script (name, text) into `directory` and submit
+    them, the follow-up held until every array task has ended (``afterany``); their job ids.
+
+    With `dry_run` the scripts and the commands that submit them are printed instead and None is
+    returned. `if_refused` tells the user what to do when the array is in but the follow-up refused."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in (array, follow_up):
+        atomic_write_text(directory / name, text)
+    array_path, follow_up_path = directory / array[0], directory / follow_up[0]
+    if dry_run:
+        for path, (_, text) in ((array_path, array), (follow_up_path, follow_up)):
+            print(f"# ---- {path}\n{text}")
+        print(f"# dry run: nothing submitted. Submit these scripts (as printed or after editing) with:\n"
+              f"array=$(sbatch --parsable {shlex.quote(str(array_path))}) && "
+              f"sbatch --dependency=afterany:${{array%%;*}} {shlex.quote(str(follow_up_path))}")
+        return None
+    array_id = sbatch(array_path)
+    try:
+        return array_id, sbatch(follow_up_path, f"--dependency=afterany:{array_id}")
+    except MERError as err:
+        raise MERError(f"array {array_id} is submitted but {follow_up_path.name} was refused ({err}); {if_refused}") from None
 
 
 def launch(run_dir: Path, folds: list[int], options: LosoOptions) -> list[str]:
@@ -126,22 +147,12 @@ def launch(run_dir: Path, folds: list[int], options: LosoOptions) -> list[str]:
     if not folds:
         raise MERError(f"no folds to launch for {run_dir}")
     run_dir = run_dir.resolve()
-    scripts = {FOLDS_SCRIPT: folds_script(run_dir, folds, options), AGGREGATE_SCRIPT: aggregate_script(run_dir, options)}
-    (run_dir / SLURM_DIR).mkdir(parents=True, exist_ok=True)
-    for name, text in scripts.items():
-        atomic_write_text(run_dir / SLURM_DIR / name, text)
-    if options.dry_run:
-        for name, text in scripts.items():
-            print(f"# ---- {run_dir / SLURM_DIR / name}\n{text}")
-        print(f"# dry run: nothing submitted. Submit these scripts (as printed or after editing) with:\n"
-              f"{submit_commands(run_dir)}")
+    ids = submit_array_then(run_dir / SLURM_DIR, (FOLDS_SCRIPT, folds_script(run_dir, folds, options)),
+                            (AGGREGATE_SCRIPT, aggregate_script(run_dir, options)), options.dry_run,
+                            if_refused=f"pool the folds once they end with: mer loso --aggregate-only {run_dir}")
+    if ids is None:
         return []
-    array_id = _sbatch(run_dir / SLURM_DIR / FOLDS_SCRIPT)
-    try:
-        aggregate_id = _sbatch(run_dir / SLURM_DIR / AGGREGATE_SCRIPT, f"--dependency=afterany:{array_id}")
-    except MERError as err:
-        raise MERError(f"fold array {array_id} is submitted but the aggregation job was refused ({err}); "
-                       f"pool the folds once they end with: mer loso --aggregate-only {run_dir}") from None
+    array_id, aggregate_id = ids
     tasks = n_tasks(len(folds), options.folds_per_task)
     print(f"submitted fold array {array_id} ({tasks} task(s), {options.folds_per_task} fold(s) each) and "
           f"aggregation job {aggregate_id} (starts when every task has ended); logs in {run_dir / SLURM_DIR}/; "
@@ -162,7 +173,7 @@ def check_launch(options: LosoOptions) -> None:
                        "(--dry-run writes and prints the scripts without submitting)")
 
 
-def _sbatch(script: Path, *options: str) -> str:
+def sbatch(script: Path, *options: str) -> str:
     """Submit one script; its job id (sbatch --parsable prints 'id' or 'id;cluster')."""
     done = subprocess.run(["sbatch", "--parsable", *options, str(script)], capture_output=True, text=True)
     if done.returncode:

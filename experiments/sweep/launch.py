@@ -14,9 +14,8 @@ from pathlib import Path
 
 import optuna
 
-from ..reporting import atomic_write_text
 from ..runner.options import LosoOptions
-from ..runner.slurm import REPO_ROOT, _directives, _environment, _job_name, _sbatch
+from ..runner.slurm import REPO_ROOT, directives, job_environment, job_name, submit_array_then
 
 LOGS = "logs"
 SLURM_DIR = "slurm"
@@ -76,10 +75,10 @@ def workers_script(output: Path, n: int, options: LosoOptions) -> str:
         "#!/bin/bash",
         f"# mer sweep workers: {n} array task(s) pull trials of the study in {output} until it is done;",
         "# a task that dies leaves its trial to the others (retried after the heartbeat grace period).",
-        *_directives(output, options, _job_name(output), "worker-%A_%a.out", options.time, options.cpus_per_task),
+        *directives(output, options, job_name(output), "worker-%A_%a.out", options.time, options.cpus_per_task),
         f"#SBATCH --array=0-{n - 1}",
         *gpus,
-        *_environment(),
+        *job_environment(),
         f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    "
         f'{shlex.join(worker_command(output))} --index "$SLURM_ARRAY_TASK_ID"',
     ]
@@ -90,8 +89,8 @@ def summary_script(output: Path, options: LosoOptions) -> str:
     lines = [
         "#!/bin/bash",
         f"# mer sweep summary of {output} once every worker task has ended: trials.csv, figure6.png, heatmap.png",
-        *_directives(output, options, _job_name(output) + "-summary", "summary-%j.out", "00:30:00", 1),
-        *_environment(),
+        *directives(output, options, job_name(output) + "-summary", "summary-%j.out", "00:30:00", 1),
+        *job_environment(),
         shlex.join(worker_command(output, "--summary")),
     ]
     return "\n".join(lines) + "\n"
@@ -101,18 +100,11 @@ def launch_slurm(output: Path, n: int, options: LosoOptions) -> None:
     """Write OUTPUT/slurm/{workers,summary}.sbatch and submit them (``--dry-run``: print them only);
     `options` passed ``runner.slurm.check_launch``."""
     output = output.resolve()
-    scripts = {WORKERS_SCRIPT: workers_script(output, n, options), SUMMARY_SCRIPT: summary_script(output, options)}
-    (output / SLURM_DIR).mkdir(exist_ok=True)
-    for name, text in scripts.items():
-        atomic_write_text(output / SLURM_DIR / name, text)
-    if options.dry_run:
-        for name, text in scripts.items():
-            print(f"# ---- {output / SLURM_DIR / name}\n{text}")
-        print(f"# dry run: nothing submitted. Submit with:\narray=$(sbatch --parsable "
-              f"{shlex.quote(str(output / SLURM_DIR / WORKERS_SCRIPT))}) && sbatch --dependency=afterany:${{array%%;*}} "
-              f"{shlex.quote(str(output / SLURM_DIR / SUMMARY_SCRIPT))}")
+    ids = submit_array_then(output / SLURM_DIR, (WORKERS_SCRIPT, workers_script(output, n, options)),
+                            (SUMMARY_SCRIPT, summary_script(output, options)), options.dry_run,
+                            if_refused=f"summarise the sweep once its workers end with: {shlex.join(worker_command(output, '--summary'))}")
+    if ids is None:
         return
-    array = _sbatch(output / SLURM_DIR / WORKERS_SCRIPT)
-    summary = _sbatch(output / SLURM_DIR / SUMMARY_SCRIPT, f"--dependency=afterany:{array}")
+    array, summary = ids
     print(f"submitted worker array {array} ({n} task(s)) and summary job {summary}; logs in {output / SLURM_DIR}/; "
           f"watch with: squeue -j {array},{summary}")
