@@ -67,7 +67,7 @@ def execute(run_dir: Path, plan: RunPlan, options: LosoOptions, resume: str | No
     except KeyboardInterrupt:
         missing = missing_folds(run_dir, plan)
         print(f"\ninterrupted: {plan.n_folds - len(missing)} of {plan.n_folds} folds finished; a fold in training "
-              f"resumes from its last finished epoch. Finish with: {resume or finish_command(run_dir, plan, missing)}")
+              f"resumes from its last finished epoch. Finish with: {resume or finish_command(run_dir, plan, missing, options.executor_arguments())}")
         raise SystemExit(130) from None
     if not is_rank_zero():  # the other ranks of a multi-device fold: rank 0 reports and pools
         return None

@@ -97,6 +97,12 @@ def _escape(name: str) -> str:
     return name.replace(".", "__")
 
 
+def fold_state_from_group(group_state: dict[str, Tensor], names: list[str], position: int) -> dict[str, Tensor]:
+    """The state dict (by the model's own `names`) of the fold at `position` in a saved FoldBatch's
+    state dict (parameter or buffer ``a.b`` is stored as ``stacked.a__b`` of shape (folds, ...))."""
+    return {name: group_state[f"stacked.{_escape(name)}"][position] for name in names}
+
+
 class FoldBatch(L.LightningModule):
     """F folds of one model trained at once (see the module docstring).
 

@@ -94,6 +94,11 @@ def test_eq1_au_loss_sums_over_aus_and_averages_over_samples():
     assert none.item() == 0.0 and none.requires_grad and none.dtype == logits.dtype
     none.backward()
     assert torch.equal(logits.grad, torch.zeros_like(logits))
+    unlabelled_nan = torch.stack([targets[0], torch.full((3,), float("nan"))])  # an excluded sample's labels are unread
+    assert au_bce_loss(logits, unlabelled_nan, torch.tensor([True, False])).item() == pytest.approx(2.367124, abs=1e-5)
+    per_model = torch.vmap(au_bce_loss, in_dims=(0, None, None))(torch.stack([logits, -logits]), targets,
+                                                                  torch.tensor([True, False]))
+    assert per_model[0].item() == pytest.approx(2.367124, abs=1e-5)  # masked mean under vmap (no boolean indexing)
 
 
 # ---------------------------------------------------------------- eq. 2-4: SEVit

@@ -13,6 +13,7 @@ from datamodules import SyntheticDataModule
 from datamodules.errors import MERError
 from experiments.cli import mer_main
 from experiments.loso import run_loso
+from experiments.runner.aggregate import finish_command
 from experiments.runner.folds import format_folds, parse_folds
 from experiments.runner.gather import merge_rank_predictions
 from experiments.runner.options import LosoOptions
@@ -115,3 +116,14 @@ def test_a_crashing_worker_is_retried_once_then_named(tmp_path, cache_dir, monke
         run_loso(config, LosoOptions(output=output, folds="1", workers=2, wandb="disabled"))
     assert not (output / "folds" / "fold_001.csv").exists()
     assert (tmp_path / "crashes.txt").read_text().count("crash") == 2
+
+
+def test_finish_command_repeats_the_executor_options_the_run_was_started_with(tmp_path):
+    plan = RunPlan(config_hash="abc", n_folds=4, folds=[0, 1, 2, 3], test_subjects={k: [f"s{k}"] for k in range(4)},
+                   class_names=["a", "b"], base_seed=0, threads_per_fold=1, group="run-abc")
+    started = LosoOptions(workers=2, fold_batch="auto", devices=None, folds_per_device=3)
+    command = finish_command(tmp_path, plan, [2, 3], started.executor_arguments())
+    assert command.endswith(f"--output {tmp_path} --workers 2 --fold-batch auto --folds 2-3")
+    on_gpus = LosoOptions(devices="0,1", folds_per_device=2).executor_arguments()
+    assert on_gpus == ["--devices", "0,1", "--folds-per-device", "2"]
+    assert LosoOptions().executor_arguments() == []

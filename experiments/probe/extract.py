@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from datamodules.errors import MERError
+from lightning_modules.fold_batch import fold_state_from_group
 
 from ..runner.folds import FoldPaths
 from ..runner.job import fold_config
@@ -65,12 +66,11 @@ def weights_file(run_dir: Path, k: int) -> tuple[Path, int | None]:
 
 def load_weights(model: torch.nn.Module, path: Path, position: int | None) -> None:
     """The checkpoint's weights of the fold into `model` (all keys must fit); `position`: the fold's
-    slice of a fold group's stacked tensors (``lightning_modules.fold_batch``: parameter ``a.b`` is
-    ``stacked.a__b`` of shape (folds, ...))."""
+    slice of a fold group's stacked tensors (``lightning_modules.fold_batch.fold_state_from_group``)."""
     try:
         state = read_state_dict(path)
         if position is not None:
-            state = {name: state[f"stacked.{name.replace('.', '__')}"][position] for name in model.state_dict()}
+            state = fold_state_from_group(state, list(model.state_dict()), position)
         model.load_state_dict(state)
     except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -9,6 +9,7 @@ holds a lock so that two aggregations of one run never interleave, and names the
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ def missing_folds(run_dir: Path, plan: RunPlan) -> list[int]:
     return [k for k in range(plan.n_folds) if not FoldPaths(run_dir, k).done()]
 
 
-def finish_command(run_dir: Path, plan: RunPlan, folds: list[int]) -> str:
-    """The command that runs `folds` of this run with its own resolved config."""
-    command = ["mer", "loso", "--config", str(run_dir / "config.yaml"), "--output", str(run_dir)]
+def finish_command(run_dir: Path, plan: RunPlan, folds: list[int], executor: Sequence[str] = ()) -> str:
+    """The command that runs `folds` of this run with its own resolved config (and the `executor`
+    arguments it was started with, when known: ``LosoOptions.executor_arguments``)."""
+    command = ["mer", "loso", "--config", str(run_dir / "config.yaml"), "--output", str(run_dir), *executor]
     if folds != list(range(plan.n_folds)):
         command += ["--folds", format_folds(folds)]
     if plan.wandb != "offline":

@@ -54,3 +54,11 @@ class LosoOptions:
     aggregate_only: Path | None = None
     wandb: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "mer-suite"
+
+    def executor_arguments(self) -> list[str]:
+        """The local executor's options as ``mer loso`` arguments (those not at their defaults), for the
+        printed command that finishes or resumes a run the way it was started."""
+        given = {"--devices": self.devices, "--folds-per-device": self.folds_per_device if self.devices else 1,
+                 "--workers": self.workers, "--fold-batch": self.fold_batch}
+        defaults = {"--devices": None, "--folds-per-device": 1, "--workers": 1, "--fold-batch": "off"}
+        return [item for name, value in given.items() if value != defaults[name] for item in (name, str(value))]

@@ -145,7 +145,8 @@ def plot_seeds(summary: dict[str, Any], path: Path, title: str) -> None:
 def resume_command(output: Path, options: LosoOptions) -> str:
     """The command that resumes a seeds run with its own resolved config (any seed's: --seeds sets the seed)."""
     first = next(iter(seed_dirs(output).values()))
-    command = ["mer", "loso", "--config", str(first / "config.yaml"), "--output", str(output), "--seeds", str(options.seeds)]
+    command = ["mer", "loso", "--config", str(first / "config.yaml"), "--output", str(output), "--seeds", str(options.seeds),
+               *options.executor_arguments()]
     if options.folds is not None:
         command += ["--folds", options.folds]
     if options.wandb != "offline":

@@ -116,6 +116,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         lambda_id: float = 1.0,
         lambda_cls: float = 1.0,
         lambda_id_adv: float = 0.0,
+        adversary_lr_scale: float = 1.0,
         focal_gamma: float = 2.0,
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -126,6 +127,8 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
                            "it is linked from the datamodule's num_identities (or set lambda_id: 0)")
         if lambda_id_adv < 0:
             raise MERError(f"lambda_id_adv is a gradient-reversal strength and must be >= 0, got {lambda_id_adv}")
+        if adversary_lr_scale <= 0:
+            raise MERError(f"adversary_lr_scale multiplies the learning rate and must be > 0, got {adversary_lr_scale}")
         self.save_hyperparameters()
         self.model = LFDTCMENModel(
             num_classes, num_identities if use_drl and lambda_id > 0 else 0, use_drl, lambda_id_adv > 0, frame_channels,
@@ -178,12 +181,15 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         return terms
 
     def motion_adversary_loss(self, identity: Tensor, motion_codes: Tensor) -> Tensor:
-        """Cross-entropy of the subject adversary on the clip's motion code (mean over steps
-        1..T-1) behind a gradient reversal of strength ``lambda_id_adv``; 0 without an adversary."""
+        """Cross-entropy of the subject adversary on every step's motion code (steps 1..T-1, each
+        with its clip's subject) behind a gradient reversal of strength ``lambda_id_adv``; 0
+        without an adversary."""
         if self.model.motion_identity_head is None:
             return motion_codes.new_zeros(())
-        reversed_code = scale_gradient(motion_codes[:, 1:].mean(dim=1), -self.hparams.lambda_id_adv)
-        return identity_cross_entropy(self.model.motion_identity_head(reversed_code), identity)
+        steps = motion_codes[:, 1:]
+        reversed_codes = scale_gradient(steps.flatten(0, 1), -self.hparams.lambda_id_adv)
+        step_identity = identity.repeat_interleave(steps.shape[1])
+        return identity_cross_entropy(self.model.motion_identity_head(reversed_codes), step_identity)
 
     def rebuild(self, identity_codes: Tensor, motion_codes: Tensor) -> Tensor:
         """Every frame t rebuilt from (onset identity code, motion code of t): (B, T, C, s, s)."""
@@ -218,4 +224,10 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         return focal_loss(outputs["logits"], batch["label"], gamma=self.hparams.focal_gamma)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        """AdamW; the motion-code adversary (if any) in its own group at ``adversary_lr_scale * lr``."""
+        head = self.model.motion_identity_head
+        adversary = {id(p) for p in head.parameters()} if head is not None else set()
+        groups = [{"params": [p for p in self.parameters() if id(p) not in adversary]}]
+        if head is not None:
+            groups.append({"params": list(head.parameters()), "lr": self.hparams.adversary_lr_scale * self.hparams.lr})
+        return torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
