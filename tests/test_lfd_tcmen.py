@@ -193,11 +193,13 @@ def test_the_motion_adversary_reverses_its_gradient_into_the_motion_encoder_only
     module = LFDTCMEN(**TINY, **off, lambda_id_adv=strength)
     data = batch()
     head = module.model.motion_identity_head
-    # plain classifier, by hand: linear head on the mean motion code of steps 1..T-1, cross-entropy
+    # plain classifier, by hand: linear head on each motion code of steps 1..T-1 with its clip's
+    # subject, cross-entropy averaged over the B * (T-1) steps
     torch.manual_seed(0)
-    clip_motion = module(data)["motion_codes"][:, 1:].mean(1)
-    logits = clip_motion @ head.weight.T + head.bias
-    plain = (torch.logsumexp(logits, -1) - logits[torch.arange(B), data["identity"]]).mean()
+    step_motion = module(data)["motion_codes"][:, 1:]
+    logits = step_motion @ head.weight.T + head.bias  # (B, T-1, S)
+    target = data["identity"][:, None].expand(B, T - 1)
+    plain = (torch.logsumexp(logits, -1) - logits.gather(-1, target[..., None]).squeeze(-1)).mean()
     plain_encoder = motion_encoder_gradient(module, plain)
     plain_head = head.weight.grad.clone()
     # the model's id term (identity head + adversary): the identity head never reaches the motion encoder
@@ -207,6 +209,18 @@ def test_the_motion_adversary_reverses_its_gradient_into_the_motion_encoder_only
     assert plain_encoder.abs().sum() > 0
     torch.testing.assert_close(adversary_encoder, -strength * plain_encoder)
     torch.testing.assert_close(head.weight.grad, plain_head)  # the adversary itself still learns to classify
+
+
+def test_the_adversary_learns_in_its_own_group_at_a_scaled_learning_rate():
+    module = LFDTCMEN(**TINY, lambda_id_adv=1.0, adversary_lr_scale=10.0)
+    groups = module.configure_optimizers().param_groups
+    head = {id(p) for p in module.model.motion_identity_head.parameters()}
+    assert [g["lr"] for g in groups] == [TINY["lr"], 10 * TINY["lr"]]
+    assert {id(p) for p in groups[1]["params"]} == head
+    assert sum(len(g["params"]) for g in groups) == len(list(module.parameters()))
+    assert len(LFDTCMEN(**TINY).configure_optimizers().param_groups) == 1  # no adversary: one group
+    with pytest.raises(MERError, match="adversary_lr_scale"):
+        LFDTCMEN(**TINY, lambda_id_adv=1.0, adversary_lr_scale=0.0)
 
 
 def test_without_the_adversary_the_model_is_unchanged():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,8 @@ import numpy as np
 from datamodules.face import AlignmentSettings, align_clip, make_landmarker, read_video, require_face
 from datamodules.preprocessing import TVL1Settings, flow_sequence, to_gray
 from datamodules.errors import MERError
+
+from .common import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEOS = sorted((ROOT.parent / "shared" / "data" / "video").glob("*.mp4"))
@@ -164,8 +165,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MERError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_benchmark(main)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch
 
 from datamodules.errors import MERError
 from datamodules.face.tvl1_torch import TVL1Work, selection_network, tvl1_flow
+
+from .common import device_name, run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEOS = sorted((ROOT.parent / "shared" / "data" / "video").glob("*.mp4"))
@@ -146,8 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     firsts, seconds = read_pairs(args.videos, max(args.pairs, args.opencv_pairs), args.size)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
-    print(f"device: {name}; torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__} "
+    print(f"device: {device_name(str(device))}; torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__} "
           f"({cv2.getNumThreads()} threads); load average {load} (other jobs skew the figures)")
     print(f"pairs: {args.size}², {len(firsts)} from {CLIP_FRAMES}-frame clips of " + ", ".join(v.name for v in args.videos))
 
@@ -180,8 +180,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MERError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_benchmark(main)

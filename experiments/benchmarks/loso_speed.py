@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 import yaml
 
 from ..metrics import pooled_metrics
+from .common import device_name, run_benchmark
 from ..runner.folds import FoldPaths
 from ..runner.local import run_local
 from ..runner.options import LosoOptions
@@ -104,12 +104,6 @@ def timed_run(config: dict[str, Any], folds: str | None, run_dir: Path, fold_bat
     return seconds, pooled_metrics(predictions, plan.class_names)["uf1"]
 
 
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks.loso_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", default="ststnet_cde,medn_synthetic")
@@ -141,4 +135,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import platform
 import resource
 import time
 from typing import Any
@@ -29,6 +28,8 @@ from typing import Any
 import torch
 
 from lightning_modules.xie2022 import Xie2022
+
+from .common import device_name, run_benchmark
 
 SIZE, IDNET_SIZE, NUM_CLASSES, NUM_IDENTITIES = 256, 128, 5, 20
 STEPS = {"stage2": 2, "stage3": 3, "menet_only": 2}
@@ -80,12 +81,6 @@ def _in_fresh_process(*args: Any) -> dict[str, Any]:
         return pool.apply(_measure, args)
 
 
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks.xie2022_step", description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -103,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Xie et al. 2022 iteration: batch {args.batch}, T {args.frames}, MENet {SIZE}², IDNet {IDNET_SIZE}², "
           f"torch {torch.__version__}")
     for device in devices:
-        print(f"device: {device} ({_device_name(device)})")
+        print(f"device: {device} ({device_name(device)})")
         results = {step: _in_fresh_process(step, args.batch, args.frames, device, args.repeats) for step in steps}
         baseline = results.get("menet_only")
         for step, r in results.items():
@@ -114,4 +109,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -38,7 +38,7 @@ from datamodules.errors import MERError
 from lightning_modules.fold_batch import FoldBatch, check_fold_batchable
 
 from ..reporting import atomic_write_csv, write_json
-from .folds import FoldPaths, format_folds
+from .folds import FoldPaths, TrainerRoot, format_folds
 from .options import LosoOptions
 from .job import FoldStatus, Report, fold_record, prediction_table, trainer_call
 from .plan import RunPlan, instantiate, with_trainer
@@ -85,7 +85,7 @@ def check_fold_batch(config: dict[str, Any], options: LosoOptions) -> None:
 
 
 @dataclass(frozen=True)
-class GroupPaths:
+class GroupPaths(TrainerRoot):
     """Files of the fold group `folds` in `run_dir`."""
 
     run_dir: Path
@@ -94,10 +94,6 @@ class GroupPaths:
     @property
     def dir(self) -> Path:
         return self.run_dir / "folds" / f"group_{format_folds(list(self.folds))}"
-
-    @property
-    def last_ckpt(self) -> Path:
-        return self.dir / "last.ckpt"
 
     @property
     def record(self) -> Path:

@@ -49,8 +49,21 @@ def format_folds(folds: list[int]) -> str:
     return ",".join(parts)
 
 
+class TrainerRoot:
+    """A Trainer's root directory ``dir`` (of a fold or of a fold group; subclasses say where) and its
+    resume checkpoint."""
+
+    @property
+    def dir(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.dir / "last.ckpt"
+
+
 @dataclass(frozen=True)
-class FoldPaths:
+class FoldPaths(TrainerRoot):
     """Files of fold `k` in run directory `run_dir`.
 
     ``csv``: its predictions (written last, atomically: their existence means the fold is done);
@@ -67,10 +80,6 @@ class FoldPaths:
     @property
     def dir(self) -> Path:
         return self.run_dir / "folds" / f"fold_{self.k:03d}"
-
-    @property
-    def last_ckpt(self) -> Path:
-        return self.dir / "last.ckpt"
 
     @property
     def record(self) -> Path:
