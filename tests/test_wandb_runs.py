@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import struct
 from pathlib import Path
 from unittest import mock
@@ -46,9 +47,9 @@ def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
 
 
 def offline_runs(run_dir: Path) -> dict[str, dict]:
-    """run id → its run record fields, config and last summary values, for every offline run of `run_dir`."""
+    """run id → its run record fields, config and last summary values, for every offline run under `run_dir`."""
     runs = {}
-    for log in run_dir.glob("wandb/offline-run-*/run-*.wandb"):
+    for log in run_dir.glob("**/wandb/offline-run-*/run-*.wandb"):
         run, config, summary = None, {}, {}
         for record in wandb_records(log):
             kind = record.WhichOneof("record_type")
@@ -103,6 +104,30 @@ def test_agent_trial_gets_pooled_metrics_and_every_fold_its_own_run(tiny_config,
         assert trial["summary"][f"pooled/{key}"] == pytest.approx(metrics[key], abs=1e-6)
         assert trial["summary"][f"pooled/synthetic/{key}"] == pytest.approx(metrics["per_dataset"]["synthetic"][key],
                                                                             abs=1e-6)
+
+
+def test_a_trial_over_seeds_has_the_seeds_mean_as_its_sweep_metric(tiny_config, tmp_path, capsys):
+    """``--seeds 0,1`` in a trial (2 subject-independent folds each): every seed's folds and pooled
+    metrics are runs of their own in the trial's group; the trial's run gets the mean over the seeds."""
+    output = tmp_path / "trial"
+    command = ["loso", "--config", str(tiny_config), "--data.init_args.k_folds=2", f"--output={output}", "--seeds=0,1"]
+    with mock.patch.dict(os.environ, agent_environment(tmp_path)):
+        code, _, err = run_in_process(mer_main, command, capsys)
+    assert code == 0, err
+
+    runs = offline_runs(output)
+    seeds = {s: json.loads((output / f"seed_{s}" / "metrics.json").read_text()) for s in (0, 1)}
+    assert set(runs) == {TRIAL_ID} | {f"{TRIAL_ID}-seed_{s}-fold-{k:03d}" for s in (0, 1) for k in (0, 1)} | {
+        f"{TRIAL_ID}-seed_{s}-pooled" for s in (0, 1)}
+    assert {run["group"] for run in runs.values()} == {TRIAL_ID}
+    for s, metrics in seeds.items():
+        assert runs[f"{TRIAL_ID}-seed_{s}-pooled"]["summary"]["pooled/uf1"] == pytest.approx(metrics["uf1"], abs=1e-6)
+    trial = runs[TRIAL_ID]["summary"]
+    for key in ("uf1", "uar", "acc"):
+        values = [metrics[key] for metrics in seeds.values()]
+        assert trial[f"pooled/{key}"] == pytest.approx(statistics.mean(values), abs=1e-6)
+        assert trial[f"pooled/{key}_std"] == pytest.approx(statistics.stdev(values), abs=1e-6)
+    assert runs[TRIAL_ID]["sweep_id"] == SWEEP_ID and runs[TRIAL_ID]["config"]["seeds"] == [0, 1]
 
 
 def test_outside_an_agent_folds_are_grouped_per_run_directory(tmp_path, monkeypatch):

@@ -47,6 +47,7 @@ class RunPlan:
     wandb: str = "offline"
     wandb_project: str = "mer-suite"
     group: str = ""
+    seeds_run: bool = False  # one seed of ``--seeds``: under ``wandb agent`` the trial's run gets the seeds' mean
     config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -175,6 +176,7 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
         wandb=options.wandb,
         wandb_project=options.wandb_project,
         group=previous.group if previous else f"{run_dir.name}-{digest}",
+        seeds_run=options.seeds is not None,
         config=config,
     )
     if is_rank_zero():

@@ -24,6 +24,7 @@ from datamodules.errors import MERError
 from ..reporting import save_figure, write_json
 from .folds import parse_numbers
 from .options import LosoOptions
+from .plan import RunPlan
 
 SUMMARY_JSON = "seeds_summary.json"
 SUMMARY_PNG = "seeds_summary.png"
@@ -100,9 +101,32 @@ def summarise(output: Path, per_seed: dict[int, dict[str, Any]]) -> dict[str, An
             summary[group] = {name: score_table(per_seed, (group, name)) for name in names}
     write_json(output / SUMMARY_JSON, summary)
     plot_seeds(summary, output / SUMMARY_PNG, output.name)
+    log_mean_to_sweep_trial(output, summary)
     print(seeds_table(summary))
     print(f"outputs: {output / SUMMARY_JSON}, {output / SUMMARY_PNG}")
     return summary
+
+
+def log_mean_to_sweep_trial(output: Path, summary: dict[str, Any]) -> None:
+    """Under ``wandb agent``: the mean over the seeds as the trial run's ``pooled/<score>`` (the sweep
+    metric) with ``pooled/<score>_std`` beside it, also per test set / database; nothing otherwise."""
+    from .wandb_runs import sweep_trial, trial_run
+
+    plan = RunPlan.load(seed_dir(output, summary["seeds"][0]))
+    if sweep_trial() is None or plan.wandb == "disabled":
+        return
+    values: dict[str, float] = {}
+    scopes = [("pooled", summary["pooled"])] + [(f"pooled/{name}", table) for group in ("per_test_set", "per_dataset")
+                                                for name, table in (summary.get(group) or {}).items()]
+    for prefix, table in scopes:
+        for score in SCORES:
+            values[f"{prefix}/{score}"] = table[score]["mean"]
+            if table[score]["std"] is not None:
+                values[f"{prefix}/{score}_std"] = table[score]["std"]
+    config = {**{k: v for k, v in plan.config.items() if k != "seed_everything"}, "seeds": summary["seeds"]}
+    with trial_run(plan, output, config) as run:
+        run.log(values)
+        run.summary.update(values)
 
 
 def _mean_std(entry: dict[str, Any]) -> str:

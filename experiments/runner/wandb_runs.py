@@ -12,7 +12,10 @@ the process, so each fold's WandbLogger would write into the trial's run. Hence,
   spawned workers, SLURM tasks and the aggregation job) and logs the fold to its own run: id
   ``<trial>-fold-<k>``, group ``<trial>``, job type 'fold', in the sweep's project;
 - the pooled metrics go to the trial's run itself (its summary ``pooled/uf1`` is the sweep metric),
-  initialised in a fresh wandb session that sees the agent's variables exactly as the agent set them.
+  initialised in a fresh wandb session that sees the agent's variables exactly as the agent set them;
+- a trial that runs several seeds (``--seeds``) logs each seed's pooled metrics to a run of its own
+  in the trial's group, and the mean over the seeds to the trial's run (so the sweep metric is the
+  seeds' mean, not the last seed's score).
 """
 
 from __future__ import annotations
@@ -96,30 +99,56 @@ def fold_logger_args(plan: RunPlan, run_dir: Path, k: int) -> dict[str, Any]:
         "resume": "allow", "save_dir": str(run_dir), "offline": plan.wandb == "offline"}
     if trial is not None:
         park_agent_variables()
-        args.update(project=os.environ.get("WANDB_PROJECT") or plan.wandb_project, group=trial.group,
-                    id=f"{trial.run_id}-fold-{k:03d}")
-        if os.environ.get("WANDB_ENTITY"):
-            args["entity"] = os.environ["WANDB_ENTITY"]
+        seed = f"{run_dir.name}-" if plan.seeds_run else ""  # seed_N: each seed's folds are runs of their own
+        args.update(_trial_project_args(plan), group=trial.group, id=f"{trial.run_id}-{seed}fold-{k:03d}")
+    return args
+
+
+def _trial_project_args(plan: RunPlan) -> dict[str, Any]:
+    """Project (and entity) of a trial's own runs: the sweep's (as the agent set them), else ``--wandb-project``."""
+    args: dict[str, Any] = {"project": os.environ.get("WANDB_PROJECT") or plan.wandb_project}
+    if os.environ.get("WANDB_ENTITY"):
+        args["entity"] = os.environ["WANDB_ENTITY"]
     return args
 
 
 @contextlib.contextmanager
 def pooled_run(plan: RunPlan, run_dir: Path, config: dict[str, Any]) -> Iterator[Any]:
     """The open W&B run that receives the pooled metrics, finished on exit: the sweep trial's run
-    inside ``wandb agent`` (its project, id and parameters are the agent's), else one 'pooled' run
-    per run directory (a rerun of the aggregation resumes it)."""
+    inside ``wandb agent`` (its project, id and parameters are the agent's; for one seed of a seeds
+    run, a run of its own in the trial's group), else one 'pooled' run per run directory (a rerun of
+    the aggregation resumes it)."""
+    trial = sweep_trial()
+    if trial is None:
+        where = {"project": plan.wandb_project, "group": plan.group, "name": "pooled", "id": f"{plan.group}-pooled"}
+    elif plan.seeds_run:
+        park_agent_variables()
+        where = {**_trial_project_args(plan), "group": trial.group, "name": f"pooled-{run_dir.name}",
+                 "id": f"{trial.run_id}-{run_dir.name}-pooled"}
+    else:
+        with trial_run(plan, run_dir, config) as run:
+            yield run
+        return
+    with _finished(where, plan, run_dir, config) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def trial_run(plan: RunPlan, run_dir: Path, config: dict[str, Any]) -> Iterator[Any]:
+    """The sweep trial's own run (the agent's id, project and parameters), open in a fresh wandb session."""
+    trial = sweep_trial()
+    assert trial is not None, "trial_run outside a wandb agent trial"
+    with agent_session(), _finished({"group": trial.group}, plan, run_dir, config) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def _finished(where: dict[str, Any], plan: RunPlan, run_dir: Path, config: dict[str, Any]) -> Iterator[Any]:
     import wandb
 
-    trial = sweep_trial()
-    with contextlib.ExitStack() as stack:
-        if trial is None:
-            where = {"project": plan.wandb_project, "group": plan.group, "name": "pooled", "id": f"{plan.group}-pooled"}
-        else:
-            stack.enter_context(agent_session())
-            where = {"group": trial.group}
-        run = wandb.init(**where, job_type="pooled", resume="allow", dir=str(run_dir), mode=plan.wandb, config=config,
-                         reinit="create_new")
-        try:
-            yield run
-        finally:
-            run.finish()
+    run = wandb.init(**where, job_type="pooled", resume="allow", dir=str(run_dir), mode=plan.wandb, config=config,
+                     reinit="create_new")
+    try:
+        yield run
+    finally:
+        run.finish()
