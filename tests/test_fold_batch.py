@@ -164,7 +164,29 @@ def test_fold_batch_refused_where_it_cannot_stack(tmp_path: Path) -> None:
         run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="2"))
     with pytest.raises(MERError, match="--fold-batch 'two'"):
         run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="two"))
+    with pytest.raises(MERError, match="--compile compiles the fold-batched training step; add --fold-batch"):
+        run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", compile=True))
     assert not (tmp_path / "xie").exists()
+
+
+def test_compile_option_reaches_every_fold_group(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile is recorded in run.json (read by workers and SLURM tasks) and handed to the group's FoldBatch."""
+    run_dir = tmp_path / "run"
+    plan_run(yaml.safe_dump(config(cache_dir)), LosoOptions(output=run_dir, wandb="disabled", fold_batch="4", compile=True),
+             run_dir)
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def spy(models, data, compile=False):
+        seen.update(folds=len(models), compile=compile)
+        raise Built
+
+    monkeypatch.setattr(runner, "FoldBatch", spy)
+    with pytest.raises(Built):
+        runner.run_fold_group(run_dir, FOLDS, RunPlan.load(run_dir))
+    assert seen == {"folds": 4, "compile": True}
 
 
 def test_jobs_reuse_started_groups_and_slurm_tasks_pass_the_option(tmp_path: Path) -> None:

@@ -190,8 +190,7 @@ def auto_group_size(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]
     return max(1, min(len(folds), int(budget // max(per_fold, 1))))
 
 
-def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report | None = None,
-                   compile: bool = False) -> None:
+def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report | None = None) -> None:
     """Train the folds `folds` of the run in `run_dir` at once (resuming the group's checkpoint), then
     let each predict its held-out subject(s) and write its record and CSV."""
     paths = GroupPaths(run_dir, tuple(folds))
@@ -208,7 +207,7 @@ def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Repor
     trainer, datamodule = cli.trainer, cli.datamodule
     datamodule.prepare_data()
     data = DeviceResidentFolds(datamodule, folds, trainer.strategy.root_device)
-    module = FoldBatch(fold_models(cli.model, datamodule, plan, folds), data, compile=compile)
+    module = FoldBatch(fold_models(cli.model, datamodule, plan, folds), data, compile=plan.compile)
     callbacks = [EpochSeeding(seeds[0]), GroupEpochStart(data, seeds), ThrottledCheckpoint(paths.last_ckpt, CHECKPOINT_EVERY_S)]
     if report is not None:
         callbacks.append(FoldStatus(folds[0], lambda text: report(text.replace(f"fold {folds[0]}", f"folds {format_folds(folds)}"))))

@@ -29,6 +29,8 @@ class LosoOptions:
         dry_run: print the sbatch script(s) instead of submitting.
         fold_batch: ``off`` (one fold per Trainer), ``auto`` or N: train N folds at once in one
             process (stacked per-fold weights; see ``experiments.runner.fold_batch``).
+        compile: with ``--fold-batch`` on a GPU, ``torch.compile`` the folds' batched (vmap) loss
+            (our choice: off by default; the first steps then pay the compilation).
         seeds: repeat the whole fold plan once per seed, e.g. ``0,1,2`` (outputs under OUTPUT/seed_N).
         aggregate_only: pool the finished folds of this run directory and stop.
         wandb: W&B mode (default offline, or ``$WANDB_MODE``).
@@ -50,6 +52,7 @@ class LosoOptions:
     folds_per_task: int = 1
     dry_run: bool = False
     fold_batch: str = "off"
+    compile: bool = False
     seeds: str | None = None
     aggregate_only: Path | None = None
     wandb: Literal["offline", "online", "disabled"] = "offline"
@@ -61,4 +64,5 @@ class LosoOptions:
         given = {"--devices": self.devices, "--folds-per-device": self.folds_per_device if self.devices else 1,
                  "--workers": self.workers, "--fold-batch": self.fold_batch}
         defaults = {"--devices": None, "--folds-per-device": 1, "--workers": 1, "--fold-batch": "off"}
-        return [item for name, value in given.items() if value != defaults[name] for item in (name, str(value))]
+        named = [item for name, value in given.items() if value != defaults[name] for item in (name, str(value))]
+        return named + (["--compile"] if self.compile else [])

@@ -48,6 +48,7 @@ class RunPlan:
     wandb_project: str = "mer-suite"
     group: str = ""
     seeds_run: bool = False  # one seed of ``--seeds``: under ``wandb agent`` the trial's run gets the seeds' mean
+    compile: bool = False  # ``--compile``: fold groups torch.compile their batched loss (the latest invocation's choice)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -113,6 +114,8 @@ def check_options(config: dict[str, Any], options: LosoOptions) -> None:
     if parallel and trainer.get("devices") not in (1, "1", None, "auto"):
         raise MERError(f"--devices/--workers run one fold per device, but the config sets trainer.devices "
                        f"{trainer.get('devices')}; add --trainer.devices 1 or run folds one at a time")
+    if options.compile and options.fold_batch == "off":
+        raise MERError("--compile compiles the fold-batched training step; add --fold-batch auto (or N), or drop --compile")
     if options.fold_batch != "off":
         from .fold_batch import check_fold_batch
 
@@ -177,6 +180,7 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
         wandb_project=options.wandb_project,
         group=previous.group if previous else f"{run_dir.name}-{digest}",
         seeds_run=options.seeds is not None,
+        compile=options.compile,
         config=config,
     )
     if is_rank_zero():
