@@ -35,6 +35,9 @@ from .loso import LOSODataModule
 MEMORY_SHARE = 0.5  # our choice: the table may take at most half of the device's free memory
 
 
+NO_INNER_VALIDATION = ("--fold-batch has no inner validation split (no early stopping per fold); "
+                       "set --data.init_args.val_subjects 0 or use --fold-batch off")
+
 def stack_items(datamodule: LOSODataModule) -> dict[str, Tensor]:
     """Every table row's item as tensors (N, ...) in table order (the source's own dataset items)."""
     dataset = datamodule.make_dataset(np.arange(len(datamodule.table)))
@@ -61,8 +64,7 @@ class DeviceResidentFolds:
 
     def __init__(self, datamodule: LOSODataModule, folds: list[int], device: torch.device) -> None:
         if datamodule.val_subjects:
-            raise MERError("fold-batched training has no inner validation split (no early stopping per fold); "
-                           "set --data.init_args.val_subjects 0 or run with --fold-batch off")
+            raise MERError(NO_INNER_VALIDATION)
         self.folds, self.device = list(folds), device
         self.batch_size = int(datamodule.batch_size)
         tensors = stack_items(datamodule)

@@ -116,7 +116,6 @@ def default_output(config_path: str) -> Path:
 def run_loso_command(args: list[str]) -> None:
     """`mer loso`: parse the fold config and the runner options, then hand both to the runner."""
     from .lightning_cli import LosoCLI, make_cli
-    from .runner.options import LosoOptions
 
     aggregate_only = _value_of("--aggregate-only", args)
     if aggregate_only is not None:  # pools a planned run: its own config.yaml is the config

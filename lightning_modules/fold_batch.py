@@ -52,9 +52,12 @@ from .base import Batch, MERClassifier, WeightedLossMixin
 ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop,
                           torch.optim.Adagrad, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam)
 TRAINING_HOOKS = ("training_step", "backward", "optimizer_step", "optimizer_zero_grad", "lr_scheduler_step",
-                  "configure_gradient_clipping", "on_train_start", "on_train_epoch_start", "on_train_epoch_end",
-                  "on_train_batch_end", "on_before_backward", "on_after_backward", "on_before_optimizer_step",
-                  "on_before_zero_grad", "on_fit_start", "on_fit_end")
+                  "configure_gradient_clipping", "on_train_start", "on_train_end", "on_train_epoch_start",
+                  "on_train_epoch_end", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
+                  "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad", "on_fit_start", "on_fit_end",
+                  "on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+GRADIENT_NORM_REFUSAL = ("--fold-batch: gradient-norm clipping would take the norm across folds; use "
+                         "--trainer.gradient_clip_algorithm value or --fold-batch off")
 
 
 def check_fold_batchable(model_class: type) -> None:
@@ -267,8 +270,7 @@ class FoldBatch(L.LightningModule):
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
         if gradient_clip_val and gradient_clip_algorithm != "value":
-            raise MERError("gradient-norm clipping would take the norm across folds; use "
-                           "--trainer.gradient_clip_algorithm value or --fold-batch off")
+            raise MERError(GRADIENT_NORM_REFUSAL)
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # -- prediction --------------------------------------------------------------------------------------

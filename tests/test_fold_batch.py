@@ -17,6 +17,7 @@ from experiments.loso import run_loso
 from experiments.runner import fold_batch as runner
 from experiments.runner.folds import FoldPaths
 from experiments.runner.job import fold_config
+from experiments.runner.local import fold_jobs
 from experiments.runner.options import LosoOptions
 from experiments.runner.plan import RunPlan, instantiate, plan_run
 from lightning_modules.fold_batch import FoldBatch, check_fold_batchable
@@ -164,6 +165,9 @@ def test_fold_batch_refused_where_it_cannot_stack(tmp_path: Path) -> None:
         run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="2"))
     with pytest.raises(MERError, match="--fold-batch 'two'"):
         run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="two"))
+    half = {**xie, "trainer": {**xie["trainer"], "precision": "16-mixed"}}
+    with pytest.raises(MERError, match="16-bit mixed precision has one gradient scaler for all folds"):
+        run_loso(yaml.safe_dump(half), LosoOptions(output=tmp_path / "xie", fold_batch="2"))
     with pytest.raises(MERError, match="--compile compiles the fold-batched training step; add --fold-batch"):
         run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", compile=True))
     assert not (tmp_path / "xie").exists()
@@ -203,4 +207,9 @@ def test_jobs_reuse_started_groups_and_slurm_tasks_pass_the_option(tmp_path: Pat
     assert runner.fold_groups(run_dir, list(range(8)), size=2) == [[2, 3, 4], [1, 5], [6, 7]]
     assert runner.fold_groups(run_dir, [5, 6, 7], size=2) == [[5, 6], [7]]  # not this job's group
     assert runner.job_chunks(list(range(7)), 0, slots=2) == [[0, 1, 2, 3], [4, 5, 6]]
+    for size in (0, 2):  # parallel workers: the started group is a job of its own, the rest cut anew
+        assert fold_jobs(run_dir, list(range(8)), size, slots=2) == [[2, 3, 4], [1, 5], [6, 7]]
+    plan = RunPlan(config_hash="x", n_folds=8, folds=list(range(8)), test_subjects={}, class_names=["a"], base_seed=0,
+                   threads_per_fold=1, config={"trainer": {"devices": "auto"}, "data": {"init_args": {}}})
+    assert runner.group_config(plan, started)["trainer"]["devices"] == 1  # never a DDP group splitting its folds' steps
     assert "--fold-batch auto" in folds_script(run_dir, list(range(8)), LosoOptions(fold_batch="auto"))

@@ -193,11 +193,13 @@ def test_the_motion_adversary_reverses_its_gradient_into_the_motion_encoder_only
     module = LFDTCMEN(**TINY, **off, lambda_id_adv=strength)
     data = batch()
     head = module.model.motion_identity_head
-    # plain classifier, by hand: linear head on each motion code of steps 1..T-1 with its clip's
-    # subject, cross-entropy averaged over the B * (T-1) steps
+    # plain classifier, by hand: linear head on each motion code of steps 1..T-1 (each dimension
+    # standardised over the batch's B * (T-1) steps) with its clip's subject, mean cross-entropy
     torch.manual_seed(0)
     step_motion = module(data)["motion_codes"][:, 1:]
-    logits = step_motion @ head.weight.T + head.bias  # (B, T-1, S)
+    flat = step_motion.reshape(-1, D)
+    standardised = ((flat - flat.mean(0)) / (flat.var(0, unbiased=False).sqrt() + 1e-6)).reshape(B, T - 1, D)
+    logits = standardised @ head.weight.T + head.bias  # (B, T-1, S)
     target = data["identity"][:, None].expand(B, T - 1)
     plain = (torch.logsumexp(logits, -1) - logits.gather(-1, target[..., None]).squeeze(-1)).mean()
     plain_encoder = motion_encoder_gradient(module, plain)
@@ -209,6 +211,16 @@ def test_the_motion_adversary_reverses_its_gradient_into_the_motion_encoder_only
     assert plain_encoder.abs().sum() > 0
     torch.testing.assert_close(adversary_encoder, -strength * plain_encoder)
     torch.testing.assert_close(head.weight.grad, plain_head)  # the adversary itself still learns to classify
+
+
+def test_the_adversary_reads_scale_free_codes():
+    """Shrinking the motion codes cannot hide the subject from the adversary (a linear probe on
+    standardised features would still find it)."""
+    module = LFDTCMEN(**TINY, lambda_id_adv=1.0)
+    codes, identity = code_outputs()["motion_codes"], batch()["identity"]
+    loss = module.motion_adversary_loss(identity, codes)
+    torch.testing.assert_close(module.motion_adversary_loss(identity, 0.05 * codes + 0.3), loss, rtol=1e-4, atol=1e-4)
+    assert (module.motion_adversary_loss(identity, codes.flip(0)) - loss).abs() > 1e-2  # it does read the codes
 
 
 def test_the_adversary_learns_in_its_own_group_at_a_scaled_learning_rate():

@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.device_resident import DeviceResidentFolds, free_memory
+from datamodules.device_resident import NO_INNER_VALIDATION, DeviceResidentFolds, free_memory
 from datamodules.errors import MERError
-from lightning_modules.fold_batch import FoldBatch, check_fold_batchable
+from lightning_modules.fold_batch import GRADIENT_NORM_REFUSAL, FoldBatch, check_fold_batchable
 
 from ..reporting import atomic_write_csv, write_json
 from .folds import FoldPaths, TrainerRoot, format_folds
 from .options import LosoOptions
-from .job import FoldStatus, Report, fold_record, prediction_table, trainer_call
+from .job import FoldStatus, Report, check_fold_plan, fold_record, prediction_table, trainer_call
 from .plan import RunPlan, instantiate, with_trainer
 from .seeding import EpochSeeding, epoch_seed
 
@@ -70,11 +70,12 @@ def check_fold_batch(config: dict[str, Any], options: LosoOptions) -> None:
     if trainer.get("callbacks"):
         raise MERError("--fold-batch runs none of the config's trainer.callbacks per fold; remove them or use --fold-batch off")
     if trainer.get("gradient_clip_val") and trainer.get("gradient_clip_algorithm", "norm") != "value":
-        raise MERError("--fold-batch: gradient-norm clipping would take the norm across folds; use "
-                       "--trainer.gradient_clip_algorithm value or --fold-batch off")
+        raise MERError(GRADIENT_NORM_REFUSAL)
+    if str(trainer.get("precision")) in ("16", "16-mixed"):
+        raise MERError("--fold-batch: 16-bit mixed precision has one gradient scaler for all folds (an overflow in "
+                       "one fold would skip every fold's step); use --trainer.precision bf16-mixed or 32, or --fold-batch off")
     if ((config.get("data") or {}).get("init_args") or {}).get("val_subjects"):
-        raise MERError("--fold-batch has no inner validation split (no early stopping per fold); "
-                       "set --data.init_args.val_subjects 0 or use --fold-batch off")
+        raise MERError(NO_INNER_VALIDATION)
     class_path = str((config.get("model") or {}).get("class_path", ""))
     module, _, name = class_path.rpartition(".")
     try:
@@ -123,21 +124,32 @@ class GroupEpochStart(L.Callback):
 
 class ThrottledCheckpoint(L.Callback):
     """The group's resume point ``last.ckpt`` at an epoch end, at most every `every_s` seconds and
-    always after the last epoch (an epoch-end checkpoint of any epoch resumes exactly)."""
+    always after the last epoch (an epoch-end checkpoint of any epoch resumes exactly), and at the end
+    of training when that ends otherwise (``max_steps``, ``max_time``): ``mer probe`` reads the weights
+    that predicted."""
 
     def __init__(self, path: Path, every_s: float) -> None:
-        self.path, self.every_s, self.saved = path, every_s, time.monotonic()
+        self.path, self.every_s, self.saved, self.saved_step = path, every_s, time.monotonic(), -1
+
+    def save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved, self.saved_step = time.monotonic(), trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
         if last or time.monotonic() - self.saved >= self.every_s:
-            trainer.save_checkpoint(self.path, weights_only=False)
-            self.saved = time.monotonic()
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self.saved_step:
+            self.save(trainer)
 
 
 def group_config(plan: RunPlan, paths: GroupPaths) -> dict[str, Any]:
-    """The run's config for the group: its first fold's index and seed, the group's own root and CSV log."""
-    config = with_trainer(plan.config, default_root_dir=str(paths.dir), enable_progress_bar=False,
+    """The run's config for the group: its first fold's index and seed, the group's own root and CSV log, and
+    one device (``devices: auto`` on a multi-GPU node would otherwise make the group a DDP job whose ranks
+    split each fold's steps; groups spread over GPUs with ``--devices``)."""
+    config = with_trainer(plan.config, devices=1, default_root_dir=str(paths.dir), enable_progress_bar=False,
                           enable_model_summary=False, enable_checkpointing=False,
                           logger={"class_path": "lightning.pytorch.loggers.CSVLogger",
                                   "init_args": {"save_dir": str(paths.dir), "name": "logs"}})
@@ -186,6 +198,9 @@ def auto_group_size(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]
     weights = sum(p.numel() * p.element_size() for p in module.parameters())
     per_fold = 4 * weights + saved_bytes(module, data)
     table = sum(t.numel() * t.element_size() for t in data.data.values())
+    del module, data
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the probe's blocks, else counted as used
     budget = AUTO_MEMORY_SHARE * free_memory(device) - table
     return max(1, min(len(folds), int(budget // max(per_fold, 1))))
 
@@ -206,6 +221,8 @@ def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Repor
     cli = instantiate(group_config(plan, paths))
     trainer, datamodule = cli.trainer, cli.datamodule
     datamodule.prepare_data()
+    for k in folds:
+        check_fold_plan(run_dir, k, datamodule)
     data = DeviceResidentFolds(datamodule, folds, trainer.strategy.root_device)
     module = FoldBatch(fold_models(cli.model, datamodule, plan, folds), data, compile=plan.compile)
     callbacks = [EpochSeeding(seeds[0]), GroupEpochStart(data, seeds), ThrottledCheckpoint(paths.last_ckpt, CHECKPOINT_EVERY_S)]

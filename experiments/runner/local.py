@@ -27,7 +27,7 @@ from datamodules.errors import MERError
 
 from ..lightning_cli import on_slurm
 from .folds import FoldPaths, format_folds
-from .fold_batch import job_chunks, parse_fold_batch, run_fold_job
+from .fold_batch import job_chunks, parse_fold_batch, run_fold_job, started_groups
 from .job import run_fold
 from .plan import RunPlan, is_rank_zero, parse_devices
 
@@ -64,9 +64,14 @@ def run_job(run_dir: Path, plan: RunPlan, job: list[int], fold_batch: int | None
 
 
 def fold_jobs(run_dir: Path, folds: list[int], fold_batch: int | None, slots: int) -> list[list[int]]:
-    """The jobs of the not-yet-done `folds`: one fold each, or groups under fold batching."""
+    """The jobs of the not-yet-done `folds`: one fold each, or under fold batching the groups an earlier
+    attempt started (each its own job, so it resumes from its checkpoint), then the rest in groups."""
     todo = [k for k in folds if not FoldPaths(run_dir, k).done()]
-    return [[k] for k in todo] if fold_batch is None else job_chunks(todo, fold_batch, slots)
+    if fold_batch is None:
+        return [[k] for k in todo]
+    started = started_groups(run_dir, todo)
+    taken = {k for group in started for k in group}
+    return started + job_chunks([k for k in todo if k not in taken], fold_batch, slots)
 
 
 def run_sequential(run_dir: Path, plan: RunPlan, folds: list[int], fold_batch: int | None = None) -> None:

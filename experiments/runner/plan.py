@@ -223,8 +223,9 @@ def _check_same_fold_plan(run_dir: Path, fold_plan: dict[str, Any]) -> None:
         return
     try:
         previous = json.loads(path.read_text())
-        if not isinstance(previous, dict) or not isinstance(previous.get("folds"), list):
-            raise ValueError("not a fold plan object with a list of folds")
+        if not isinstance(previous, dict) or not isinstance(previous.get("folds"), list) or \
+                not all(isinstance(fold, dict) for fold in previous["folds"]):
+            raise ValueError("not a fold plan object with a list of fold objects")
     except (OSError, ValueError) as err:
         raise MERError(f"{path} is unreadable ({err}); use another --output or delete that directory") from None
     difference = fold_plan_difference(previous, fold_plan)

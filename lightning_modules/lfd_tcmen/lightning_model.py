@@ -12,7 +12,7 @@ from datamodules.errors import MERError
 from losses import consistency_loss, cross_correlation_loss, focal_loss, identity_cross_entropy, scale_gradient
 
 from ..base import Batch, MERClassifier, WeightedLossMixin
-from .torch_model import LFDTCMENModel, MotionInput, different_subject_partners
+from .torch_model import LFDTCMENModel, MotionInput, different_subject_partners, standardise_columns
 
 DRL_TERMS = ("orth", "rec", "cons", "cycle", "id")
 
@@ -117,7 +117,6 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         lambda_cls: float = 1.0,
         lambda_id_adv: float = 0.0,
         adversary_lr_scale: float = 1.0,
-        adversary_objective: str = "reversal",
         focal_gamma: float = 2.0,
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -188,16 +187,9 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         if self.model.motion_identity_head is None:
             return motion_codes.new_zeros(())
         steps = motion_codes[:, 1:]
+        codes = scale_gradient(standardise_columns(steps.flatten(0, 1)), -self.hparams.lambda_id_adv)
         step_identity = identity.repeat_interleave(steps.shape[1])
-        head = self.model.motion_identity_head
-        if self.hparams.adversary_objective == "reversal":
-            reversed_codes = scale_gradient(steps.flatten(0, 1), -self.hparams.lambda_id_adv)
-            return identity_cross_entropy(head(reversed_codes), step_identity)
-        adversary = identity_cross_entropy(head(steps.flatten(0, 1).detach()), step_identity)
-        logits = F.linear(steps.flatten(0, 1), head.weight.detach(), head.bias.detach())
-        known = (step_identity >= 0).to(logits.dtype)
-        confusion = -(F.log_softmax(logits, dim=-1).mean(dim=-1) * known).sum() / known.sum().clamp(min=1)
-        return adversary + self.hparams.lambda_id_adv * confusion
+        return identity_cross_entropy(self.model.motion_identity_head(codes), step_identity)
 
     def rebuild(self, identity_codes: Tensor, motion_codes: Tensor) -> Tensor:
         """Every frame t rebuilt from (onset identity code, motion code of t): (B, T, C, s, s)."""

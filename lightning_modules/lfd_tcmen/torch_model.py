@@ -30,6 +30,14 @@ def standardise(images: Tensor, eps: float = 1e-6) -> Tensor:
     return (images - mean) / (images.std(dim=(-3, -2, -1), keepdim=True) + eps)
 
 
+def standardise_columns(codes: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each column of ``codes`` (N, D) to zero mean and unit standard deviation over the N rows (the
+    scaling a linear probe applies first): what a linear classifier reads from the result does not
+    depend on the codes' scale."""
+    centred = codes - codes.mean(dim=0, keepdim=True)
+    return centred / (centred.pow(2).mean(dim=0, keepdim=True).sqrt() + eps)
+
+
 def different_subject_partners(identity: Tensor) -> tuple[Tensor, Tensor]:
     """For every item a partner of another subject in the batch, chosen at random.
 
