@@ -103,6 +103,37 @@ def test_batchnorm_statistics_and_gradients_stay_in_their_fold(tmp_path: Path, c
             assert param.grad[1:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_one_stacked_optimiser_steps_each_fold_as_its_own(tmp_path: Path, cache_dir: Path, vectorize: bool) -> None:
+    """Three optimiser steps of the group (the model's own Adam over the stacked weights, eval mode so no
+    dropout) leave every fold's weights where its sequential model's own optimiser takes them on its batches."""
+    run_dir, plan = planned(tmp_path, cache_dir)
+    module, data = group(run_dir, plan, vectorize=vectorize)
+    module.eval()
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    references = [sequential_model(run_dir, plan, k).eval() for k in FOLDS]
+    own = [r.configure_optimizers() for r in references]
+    own = [o["optimizer"] if isinstance(o, dict) else o for o in own]
+    data.start_epoch([5, 6, 7, 8])
+    for step in range(3):
+        batch = data.train_batch(step % data.steps_per_epoch)
+        optimizer.zero_grad()
+        module.fold_losses(batch)[0].sum().backward()
+        optimizer.step()
+        for i, (reference, opt) in enumerate(zip(references, own)):
+            fold_batch = {key: value[i] for key, value in batch.items()}
+            opt.zero_grad()
+            reference.total_loss(reference.loss_terms(fold_batch, reference(fold_batch))).backward()
+            opt.step()
+    for i, (k, reference) in enumerate(zip(FOLDS, references)):
+        state = module.fold_state(i)
+        initial = dict(sequential_model(run_dir, plan, k).named_parameters())
+        for name, value in reference.named_parameters():
+            torch.testing.assert_close(state[name], value.detach(), rtol=1e-4, atol=1e-5, msg=f"fold {k}: {name}")
+            assert not torch.equal(value, initial[name]), f"fold {k}: {name} did not move: the check would be empty"
+
+
 def test_no_held_out_sample_enters_a_fold_batch(tmp_path: Path, cache_dir: Path) -> None:
     """Over epochs every fold's batches hold only its own training rows (each of them every epoch),
     with their identity in that fold; its test batches are exactly its held-out rows."""
