@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def _replaced_atomically(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A fresh temporary path beside `path` (unique per writer, so processes writing the same file never
+    mix their bytes) that replaces `path` once the block has written it; removed if the block fails."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    tmp.chmod(0o666 & ~_UMASK)  # mkstemp makes it private; results keep the permissions of a plain write
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a killed run never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with _replaced_atomically(path) as tmp:
+        tmp.write_text(text)
 
 
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -56,10 +76,11 @@ def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
     """Write a matplotlib figure as PNG atomically (a reader never sees half a file) and close it."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with _replaced_atomically(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def result_table(metrics: dict[str, Any]) -> str:

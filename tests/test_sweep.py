@@ -19,7 +19,9 @@ from optuna.trial import TrialState
 
 from experiments.cli import mer_main
 from experiments.sweep.spec import load_spec
-from experiments.sweep.study import SweepSettings, next_trial, open_study, reclaim_stale, unfinished
+from datamodules.errors import MERError
+from experiments.sweep.study import (SweepSettings, metric_value, next_trial, open_study, reclaim_stale,
+                                     seeds_mean_metrics, unfinished)
 from tests.conftest import ROOT, run_in_process
 
 LAMBDA_AU, LAMBDA_ORTH = "model.init_args.lambda_au", "model.init_args.lambda_orth"
@@ -128,10 +130,29 @@ def test_bad_parameter_name_and_foreign_output_are_one_line_errors(tiny_config, 
     output = tmp_path / "b"
     assert run_in_process(mer_main, ["sweep", str(tmp_path / "grid.yaml"), "--output", str(output), "--launcher",
                                      "slurm", "--dry-run"], capsys)[0] == 0
+    unknown = write_spec(tmp_path / "unknown.yaml", tiny_config, metric={"name": "pooled/casme2/uf1", "goal": "maximize"})
+    code, _, err = run_in_process(mer_main, ["sweep", str(unknown), "--output", str(tmp_path / "c"), "--dry-run",
+                                             "--launcher", "slurm"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "pooled/casme2/uf1" in err and "synthetic" in err
+
     other = write_spec(tmp_path / "other.yaml", tiny_config, run_cap=2, method="random")
     code, _, err = run_in_process(mer_main, ["sweep", str(other), "--output", str(output), "--dry-run",
                                              "--launcher", "slurm"], capsys)
     assert code == 2 and err.count("\n") == 1 and "holds a study of another spec" in err
+
+
+def test_trial_metric_of_a_test_set_and_of_a_seeds_run() -> None:
+    """pooled/<name>/<score> reads a database or an official test set; a --seeds trial is scored by the seeds' mean."""
+    metrics = {"uf1": 0.5, "per_dataset": {"dfme": {"uf1": 0.4}}, "per_test_set": {"testA": {"uf1": 0.3}}}
+    assert metric_value(metrics, "pooled/uf1", Path("m.json")) == 0.5
+    assert metric_value(metrics, "pooled/dfme/uf1", Path("m.json")) == 0.4
+    assert metric_value(metrics, "pooled/testA/uf1", Path("m.json")) == 0.3
+    with pytest.raises(MERError, match="pooled/testB/uf1 is not in m.json.*for dfme, testA"):
+        metric_value(metrics, "pooled/testB/uf1", Path("m.json"))
+    summary = {"seeds": [0, 1], "pooled": {"uf1": {"mean": 0.6, "std": 0.1, "per_seed": [0.53, 0.67]}},
+               "per_test_set": {"testA": {"uf1": {"mean": 0.2, "std": 0.0, "per_seed": [0.2, 0.2]}}}}
+    assert metric_value(seeds_mean_metrics(summary), "pooled/uf1", Path("s.json")) == 0.6
+    assert metric_value(seeds_mean_metrics(summary), "pooled/testA/uf1", Path("s.json")) == 0.2
 
 
 def test_a_trial_without_heartbeat_is_queued_again_with_its_parameters(tmp_path, monkeypatch):

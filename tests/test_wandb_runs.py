@@ -130,6 +130,14 @@ def test_a_trial_over_seeds_has_the_seeds_mean_as_its_sweep_metric(tiny_config, 
     assert runs[TRIAL_ID]["sweep_id"] == SWEEP_ID and runs[TRIAL_ID]["config"]["seeds"] == [0, 1]
 
 
+def test_slurm_launcher_inside_an_agent_is_refused_before_anything_is_written(tiny_config, tmp_path, capsys):
+    command = ["loso", "--config", str(tiny_config), f"--output={tmp_path / 'trial'}", "--launcher=slurm", "--dry-run"]
+    with mock.patch.dict(os.environ, agent_environment(tmp_path)):
+        code, _, err = run_in_process(mer_main, command, capsys)
+    assert code == 2 and err.count("\n") == 1 and "--launcher slurm inside a wandb agent trial" in err
+    assert not (tmp_path / "trial").exists()
+
+
 def test_outside_an_agent_folds_are_grouped_per_run_directory(tmp_path, monkeypatch):
     for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "MER_PARKED_WANDB_SWEEP_ID", "MER_PARKED_WANDB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)

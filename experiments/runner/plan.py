@@ -31,6 +31,7 @@ from .options import LosoOptions
 PROBE_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
 FOLD_PLAN = "fold_plan.json"
 SHOWN_SUBJECTS = 4  # test subjects a fold's name lists
+MAX_SEED = 2**32 - 1  # Lightning's seed_everything range
 
 
 @dataclass
@@ -122,7 +123,12 @@ def check_options(config: dict[str, Any], options: LosoOptions) -> None:
         check_fold_batch(config, options)
     if options.launcher == "slurm":
         from .slurm import check_launch
+        from .wandb_runs import sweep_trial
 
+        if sweep_trial() is not None:
+            raise MERError("--launcher slurm inside a wandb agent trial returns once the jobs are submitted, so the trial "
+                           "would end without its pooled metric; run the agent inside SLURM jobs "
+                           "(configs/sweeps/wandb_agent.sbatch) with the local executor (--devices/--workers)")
         check_launch(options)
 
 
@@ -160,6 +166,10 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
     datamodule.prepare_data()
     n_folds = datamodule.num_folds
     selected = parse_folds(options.folds, n_folds)
+    base_seed = int(config.get("seed_everything") or 0)
+    if base_seed + n_folds - 1 > MAX_SEED:  # fold k trains with seed_everything + k
+        raise MERError(f"seed_everything {base_seed}: fold {n_folds - 1} would train with seed {base_seed + n_folds - 1}, "
+                       f"above {MAX_SEED} (Lightning's range); use a seed <= {MAX_SEED - n_folds + 1}")
     digest = config_hash(config)
     previous = _previous_plan(run_dir, config, digest)
     fold_plan = datamodule.fold_plan_record()
@@ -174,7 +184,7 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
         folds=selected,
         test_subjects={k: datamodule.fold_test_subjects(k) for k in range(n_folds)},
         class_names=list(datamodule.class_names),
-        base_seed=int(config.get("seed_everything") or 0),
+        base_seed=base_seed,
         threads_per_fold=previous.threads_per_fold if previous else threads,
         wandb=options.wandb,
         wandb_project=options.wandb_project,

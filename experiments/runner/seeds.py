@@ -24,12 +24,11 @@ from datamodules.errors import MERError
 from ..reporting import save_figure, write_json
 from .folds import parse_numbers
 from .options import LosoOptions
-from .plan import RunPlan
+from .plan import MAX_SEED, RunPlan
 
 SUMMARY_JSON = "seeds_summary.json"
 SUMMARY_PNG = "seeds_summary.png"
 SCORES = ("uf1", "uar", "acc")
-MAX_SEED = 2**32 - 1  # Lightning's seed_everything range
 
 
 def parse_seeds(spec: str) -> list[int]:

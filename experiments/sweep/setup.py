@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from jsonargparse import ArgumentError
@@ -38,6 +39,19 @@ def check_spec(spec: SweepSpec, output: Path) -> None:
     datamodule = instantiate(config).datamodule
     datamodule.check_inputs()
     datamodule.prepare_data()
+    check_metric_scope(spec, datamodule)
+
+
+def check_metric_scope(spec: SweepSpec, datamodule: Any) -> None:
+    """``pooled/<name>/...`` must name a database of the data or an official test set of its fold plan."""
+    parts = spec.metric.removeprefix("pooled/").split("/")
+    if len(parts) == 1:
+        return
+    test_sets = {name for fold in datamodule.fold_plan_record()["folds"] for name in (fold.get("test_sets") or {})}
+    known = sorted(set(datamodule.table["dataset"].astype(str)) | test_sets)
+    if len(parts) > 2 or parts[0] not in known:
+        raise MERError(f"{spec.path}: metric {spec.metric}: <name> in pooled/<name>/<score> is a database or test set "
+                       f"of the data: {', '.join(known)}")
 
 
 def check_output(spec: SweepSpec, output: Path) -> None:

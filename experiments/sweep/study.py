@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from datamodules.errors import MERError
 
 from ..reporting import write_json
+from ..runner.seeds import SUMMARY_JSON as SEEDS_SUMMARY
 from .spec import Parameter, SweepSpec, load_spec
 
 SPEC_COPY = "spec.yaml"
@@ -118,7 +119,8 @@ def retry(study: optuna.Study, number: int, max_retry: int | None) -> None:
     """Queue trial `number` again (same parameters and grid point) unless it was retried `max_retry` times."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry)(study, study.get_trials(deepcopy=False)[number])
+        # a copy: the callback writes the retry into the trial it is given (not into this process's cache)
+        RetryHeartbeatStaleTrialCallback(max_retry)(study, study.get_trials(deepcopy=True)[number])
 
 
 def reclaim_stale(study: optuna.Study, settings: SweepSettings) -> list[FrozenTrial]:
@@ -188,13 +190,25 @@ def heartbeat(trial: Trial, interval: float) -> Iterator[None]:
 
 
 def metric_value(metrics: dict[str, Any], name: str, source: Path) -> float:
-    """``pooled/uf1`` -> metrics['uf1']; ``pooled/<dataset>/uar`` -> metrics['per_dataset'][dataset]['uar']."""
-    *dataset, key = name.removeprefix("pooled/").split("/")
-    scope = metrics["per_dataset"].get(dataset[0], {}) if dataset else metrics
-    if len(dataset) > 1 or key not in scope:
+    """``pooled/uf1`` -> metrics['uf1']; ``pooled/<name>/uar`` -> the 'uar' of database or official test
+    set <name> (metrics['per_dataset'] or metrics['per_test_set']), as ``mer loso`` logs them to W&B."""
+    *scope_name, key = name.removeprefix("pooled/").split("/")
+    scopes = {**metrics["per_dataset"], **(metrics.get("per_test_set") or {})}
+    scope = scopes.get(scope_name[0], {}) if scope_name else metrics
+    if len(scope_name) > 1 or key not in scope:
         raise MERError(f"metric {name} is not in {source}: the pooled metrics are pooled/uf1, pooled/uar, "
-                       f"pooled/acc and pooled/<dataset>/<uf1|uar|acc> for {', '.join(metrics['per_dataset'])}")
+                       f"pooled/acc and pooled/<name>/<uf1|uar|acc> for {', '.join(scopes)}")
     return float(scope[key])
+
+
+def seeds_mean_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """A seeds run's summary (``seeds_summary.json``) as pooled metrics holding the means over the seeds."""
+    def means(table: dict[str, Any]) -> dict[str, float]:
+        return {score: entry["mean"] for score, entry in table.items()}
+
+    return {**means(summary["pooled"]),
+            **{group: {name: means(table) for name, table in (summary.get(group) or {}).items()}
+               for group in ("per_dataset", "per_test_set")}}
 
 
 def run_trial(trial: Trial, spec: SweepSpec, settings: SweepSettings, output: Path) -> float:
@@ -211,7 +225,9 @@ def run_trial(trial: Trial, spec: SweepSpec, settings: SweepSettings, output: Pa
     # take turns on the run folder: the second finds the run finished and only pools it.
     with heartbeat(trial, settings.heartbeat), FileLock(run_dir.with_name(f".{run_dir.name}.lock")):
         run_loso_command(args)
-    metrics_file = run_dir / "metrics.json"
+    seeds_file, metrics_file = run_dir / SEEDS_SUMMARY, run_dir / "metrics.json"
+    if seeds_file.is_file():  # a trial command with --seeds: scored by the mean over its seeds
+        return metric_value(seeds_mean_metrics(json.loads(seeds_file.read_text())), spec.metric, seeds_file)
     if not metrics_file.is_file():
         raise MERError(f"trial {trial.number}: {run_dir} has no pooled metrics.json (see the lines above)")
     return metric_value(json.loads(metrics_file.read_text()), spec.metric, metrics_file)

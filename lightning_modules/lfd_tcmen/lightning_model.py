@@ -117,6 +117,8 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         lambda_cls: float = 1.0,
         lambda_id_adv: float = 0.0,
         adversary_lr_scale: float = 1.0,
+        lambda_id_mean: float = 0.0,
+        subject_mean_rate: float = 0.1,
         focal_gamma: float = 2.0,
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -129,7 +131,11 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
             raise MERError(f"lambda_id_adv is a gradient-reversal strength and must be >= 0, got {lambda_id_adv}")
         if adversary_lr_scale <= 0:
             raise MERError(f"adversary_lr_scale multiplies the learning rate and must be > 0, got {adversary_lr_scale}")
+        if lambda_id_mean < 0 or not 0 < subject_mean_rate <= 1:
+            raise MERError(f"need lambda_id_mean >= 0 and 0 < subject_mean_rate <= 1, got {lambda_id_mean} and {subject_mean_rate}")
         self.save_hyperparameters()
+        if use_drl and lambda_id > 0 and lambda_id_mean > 0:
+            self.register_buffer("subject_means", torch.zeros(num_identities, code_dim))
         self.model = LFDTCMENModel(
             num_classes, num_identities if use_drl and lambda_id > 0 else 0, use_drl, lambda_id_adv > 0, frame_channels,
             flow_channels, num_frames, motion_input, drl_size, code_dim, tuple(encoder_blocks), base_width, decoder_width, fusion_dim,
@@ -177,7 +183,8 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         if "id" in active:
             identity_logits = self.model.identity_head(ids.mean(dim=1))
             adversary = self.motion_adversary_loss(batch["identity"], motion)
-            terms["id"] = identity_cross_entropy(identity_logits, batch["identity"]) + adversary
+            subject_means = self.subject_mean_loss(batch["identity"], motion) if self.hparams.lambda_id_mean > 0 else 0.0
+            terms["id"] = identity_cross_entropy(identity_logits, batch["identity"]) + adversary + self.hparams.lambda_id_mean * subject_means
         return terms
 
     def motion_adversary_loss(self, identity: Tensor, motion_codes: Tensor) -> Tensor:
@@ -190,6 +197,28 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         codes = scale_gradient(standardise_columns(steps.flatten(0, 1)), -self.hparams.lambda_id_adv)
         step_identity = identity.repeat_interleave(steps.shape[1])
         return identity_cross_entropy(self.model.motion_identity_head(codes), step_identity)
+
+    def subject_mean_loss(self, identity: Tensor, motion_codes: Tensor) -> Tensor:
+        """Mean square of the training subjects' mean motion codes: 0 when every subject's clips
+        have the same mean motion code, so that no linear read-out of the mean tells them apart.
+
+        Clip codes: the mean over steps 1..T-1 of the step codes standardised per dimension over the
+        batch (:func:`standardise_columns`; shrinking the codes does not lower the term). A subject's
+        mean is a running estimate ``(1 - r) * previous + r * batch mean`` (``r = subject_mean_rate``)
+        over the subject's clips in this batch; only the batch part carries gradient; in training
+        the estimate is stored (the ``subject_means`` buffer). Items marked -1 are ignored."""
+        steps = motion_codes[:, 1:]
+        clip_codes = standardise_columns(steps.flatten(0, 1)).view_as(steps).mean(dim=1)
+        members = F.one_hot(identity.clamp(min=0), len(self.subject_means)).to(clip_codes.dtype)
+        members = members * (identity >= 0).to(clip_codes.dtype)[:, None]  # (B, S)
+        counts = members.sum(dim=0)
+        present = counts > 0
+        batch_means = (members.transpose(0, 1) @ clip_codes) / counts.clamp(min=1)[:, None]
+        rate = self.hparams.subject_mean_rate
+        estimate = torch.where(present[:, None], (1 - rate) * self.subject_means + rate * batch_means, self.subject_means)
+        if self.training:
+            self.subject_means.copy_(estimate.detach())
+        return estimate[present].pow(2).mean() if present.any() else clip_codes.new_zeros(())
 
     def rebuild(self, identity_codes: Tensor, motion_codes: Tensor) -> Tensor:
         """Every frame t rebuilt from (onset identity code, motion code of t): (B, T, C, s, s)."""
