@@ -58,8 +58,8 @@ class FoldPlan:
                 (("train", fold.train_subjects), ("val", fold.val_subjects), ("test", fold.test_subjects))}
 
     def record(self, sample_keys: np.ndarray, row_subjects: np.ndarray, row_sets: np.ndarray | None = None) -> dict[str, Any]:
-        """The plan as fold_plan.json: per fold its subjects by role and its test samples
-        ('<dataset>/<sample_id>'); under an official split also each test set's samples."""
+        """The plan as fold_plan.json: the data's number of samples, per fold its subjects by role and its
+        test samples ('<dataset>/<sample_id>'); under an official split also each test set's samples."""
         folds = []
         for k, fold in enumerate(self.folds):
             test = self.rows(k, row_subjects)["test"]
@@ -70,7 +70,7 @@ class FoldPlan:
                 entry["test_sets"] = {name: [str(key) for key in sample_keys[test][row_sets[test] == name]]
                                       for name in sorted(set(row_sets[test].tolist()))}
             folds.append(entry)
-        return {"kind": self.kind, "split_seed": self.split_seed, "folds": folds}
+        return {"kind": self.kind, "split_seed": self.split_seed, "n_samples": len(sample_keys), "folds": folds}
 
 
 def with_validation(kind: PlanKind, folds: Sequence[tuple[Sequence[str], Sequence[str]]], val_subjects: int,

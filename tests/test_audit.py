@@ -99,6 +99,27 @@ def add_test_subject_to_training(run: Path) -> None:
     edit_json(run / "fold_plan.json", add)
 
 
+def validation_subject_in_training(run: Path) -> None:
+    def overlap(plan: dict) -> None:
+        fold = plan["folds"][1]
+        fold["val_subjects"] = [fold["train_subjects"][0]]
+    edit_json(run / "fold_plan.json", overlap)
+
+
+def subject_never_held_out(run: Path) -> None:
+    """Fold 3 holds out s01 again instead of its own s03 (s03 is now only ever trained on)."""
+    def swap(plan: dict) -> None:
+        fold = plan["folds"][3]
+        fold["train_subjects"] = sorted({*fold["train_subjects"], *fold["test_subjects"]} - {"s01"})
+        fold["test_subjects"] = ["s01"]
+    edit_json(run / "fold_plan.json", swap)
+
+
+def sample_missing(run: Path) -> None:
+    """The data had one sample more when planned than the run tested."""
+    edit_json(run / "fold_plan.json", lambda plan: plan.update(n_samples=plan["n_samples"] + 1))
+
+
 def weights(**changes: object) -> Callable[[Path], None]:
     return lambda run: edit_json(run / "folds" / "fold_001.json", lambda record: record.update(changes))
 
@@ -108,6 +129,11 @@ DEFECTS = {
     "duplicated sample": (duplicate_one_sample, "tested once", "fold 1: sample synthetic/s01_c00 is predicted 2 times"),
     "test subject in training": (add_test_subject_to_training, "subjects disjoint",
                                  "fold 2: test subject 's02' is also in its training subjects"),
+    "validation subject in training": (validation_subject_in_training, "subjects disjoint",
+                                       "fold 1: validation subject 's00' is also in its training subjects"),
+    "subject never held out": (subject_never_held_out, "subjects disjoint",
+                               "subject 's03' is held out by 0 folds; a loso plan holds out every subject exactly once"),
+    "sample never tested": (sample_missing, "tested once", "but the data had"),
     "test-chosen checkpoint": (weights(weights="best_test_uf1"), "weights not from test",
                                "fold 1: predicted by weights 'best_test_uf1'"),
     "earlier epoch": (weights(epochs_trained=0), "weights not from test",

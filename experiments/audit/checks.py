@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,13 @@ def check_subjects(run: RunFiles) -> Check:
         for role, subjects in (("training", fold.train_subjects), ("validation", fold.val_subjects)):
             problems += [f"fold {k}: test subject '{s}' is also in its {role} subjects (fold_plan.json)"
                          for s in sorted(fold.test_subjects & subjects)]
+        problems += [f"fold {k}: validation subject '{s}' is also in its training subjects (fold_plan.json)"
+                     for s in sorted(fold.val_subjects & fold.train_subjects)]
+    if plan.kind in ("loso", "kfold"):  # every subject of the plan is held out by exactly one fold
+        tested = Counter(s for fold in plan.folds.values() for s in fold.test_subjects)
+        everyone = set().union(*(f.train_subjects | f.val_subjects | f.test_subjects for f in plan.folds.values()))
+        problems += [f"subject '{s}' is held out by {tested[s]} folds; a {plan.kind} plan holds out every subject "
+                     "exactly once (fold_plan.json)" for s in sorted(everyone) if tested[s] != 1]
     keys = sample_keys(run.predictions)
     for row, (k, subject) in enumerate(zip(run.predictions["fold"], run.predictions["subject"])):
         if k in plan.folds and subject not in plan.folds[k].test_subjects:
@@ -217,6 +225,9 @@ def check_tested_once(run: RunFiles) -> Check:
     folds_of = predictions.groupby("key")["fold"].unique()
     problems += [f"sample {key} is tested by folds {', '.join(map(str, sorted(folds)))}"
                  for key, folds in folds_of.items() if len(folds) > 1]
+    if plan.kind in ("loso", "kfold") and plan.n_samples is not None and len(folds_of) != plan.n_samples:
+        problems.append(f"{len(folds_of)} samples are tested, but the data had {plan.n_samples} when the run was planned "
+                        f"(fold_plan.json n_samples): a {plan.kind} run tests every sample")
     return verdict(name, problems, f"each of the {len(folds_of)} samples is tested exactly once ({plan.kind})")
 
 

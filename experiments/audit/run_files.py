@@ -49,6 +49,7 @@ class PlannedFold:
 class FoldPlan:
     kind: str  # loso | kfold | official
     folds: dict[int, PlannedFold]
+    n_samples: int | None = None  # samples of the data when planned (None in plans written before it was recorded)
 
 
 def load_fold_plan(run_dir: Path, n_folds: int) -> FoldPlan | str:
@@ -64,11 +65,12 @@ def load_fold_plan(run_dir: Path, n_folds: int) -> FoldPlan | str:
             {str(key): str(name) for name, keys in fold.get("test_sets", {}).items() for key in keys})
             for fold in data["folds"]}
         kind = str(data["kind"])
+        n_samples = int(data["n_samples"]) if "n_samples" in data else None
     except (OSError, ValueError, TypeError, KeyError) as err:
         return f"{path.name} unreadable ({type(err).__name__}: {err}); it must follow the documented fold plan format"
     if sorted(folds) != list(range(n_folds)):
         return f"{path.name} plans folds {sorted(folds)}, but run.json has folds 0..{n_folds - 1}"
-    return FoldPlan(kind, folds)
+    return FoldPlan(kind, folds, n_samples)
 
 
 def read_record(paths: FoldPaths) -> dict[str, Any] | str:
