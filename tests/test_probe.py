@@ -194,7 +194,8 @@ def test_mer_probe_end_to_end(tiny_run: Path, cache_dir: Path, tmp_path: Path, c
 
     code, _, err = run_in_process(mer_main, ["probe", str(tiny_run), "--folds", "1"], capsys)
     assert code == 0, err
-    assert json.loads((tiny_run / "probe.json").read_text())["folds"] == [1] and (tiny_run / "probe.png").is_file()
+    assert json.loads((tiny_run / "probe_folds-1.json").read_text())["folds"] == [1]
+    assert (tiny_run / "probe_folds-1.png").is_file() and not (tiny_run / "probe.json").exists()
 
 
 def one_line_error(code: int, err: str) -> str:

@@ -6,7 +6,7 @@ subjects' samples (train + inner val; never its held-out subjects), split each s
 half/half (seeded), fit a linear probe (logistic regression on standardised features) that
 predicts the subject on one half and score it on the other (balanced accuracy, chance level).
 Folds are pooled by their held-out predictions (see ``output.POOLING``). Writes probe.json and
-probe.png into the run dir (or --output).
+probe.png into the run dir (or --output); with --folds, probe_folds-<folds>.json/.png.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         description="Linear probe of subject identity on the features each model declares, for every finished "
                     "fold of a `mer loso` run dir (its training subjects only), pooled over folds. "
-                    "Prints a table; writes probe.json and probe.png.")
+                    "Prints a table; writes probe.json and probe.png (probe_folds-<folds>.* with --folds).")
     parser.add_argument("run_dir", help="a run directory written by `mer loso`")
     parser.add_argument("--output", type=Optional[str], default=None,
                         help="folder for probe.json and probe.png (default RUN_DIR)")
@@ -48,10 +48,18 @@ def run(args: Namespace) -> None:
     result = probe_run(plan, run_dir, args.folds, args.device, args.seed)
     output = Path(args.output) if args.output else run_dir
     output.mkdir(parents=True, exist_ok=True)
-    write_json(output / "probe.json", result)
-    plot_probe(result, output / "probe.png")
+    stem = output / output_stem(args.folds, plan)
+    write_json(stem.with_suffix(".json"), result)
+    plot_probe(result, stem.with_suffix(".png"))
     print(probe_table(result))
-    print(f"wrote {output / 'probe.json'} and {output / 'probe.png'}")
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
+
+
+def output_stem(folds: str | None, plan: RunPlan) -> str:
+    """'probe' for every finished fold; 'probe_folds-1-3' for --folds 1-3 (a subset never replaces the whole)."""
+    from ..runner.folds import format_folds, parse_folds
+
+    return "probe" if folds is None else f"probe_folds-{format_folds(parse_folds(folds, plan.n_folds))}"
 
 
 def load_plan(run_dir: Path) -> RunPlan:

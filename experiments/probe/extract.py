@@ -32,8 +32,8 @@ class FoldFeatures:
 
 
 def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str) -> FoldFeatures:
-    """Rebuild fold k's model and datamodule from the run's config, load its last checkpoint and
-    return ``model.probe_features`` (eval mode) on its train and inner-val samples; never its test subjects."""
+    """Rebuild fold k's model and datamodule from the run's config, load the weights that predicted it
+    (:func:`weights_file`) and return ``model.probe_features`` (eval mode) on its train and inner-val samples; never its test subjects."""
     cli = instantiate(with_trainer(fold_config(plan, run_dir, k), **BUILD_ONLY))
     model, datamodule = cli.model, cli.datamodule
     if datamodule.test_subjects != plan.test_subjects[k]:
@@ -53,10 +53,20 @@ def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str) -> FoldFeat
 
 
 def weights_file(run_dir: Path, k: int) -> tuple[Path, int | None]:
-    """Where fold k's last weights are: its own last.ckpt, or (trained under --fold-batch, its fold record
-    names its group) the group's last.ckpt with its position in the group's stacked tensors."""
+    """Where the weights that predicted fold k are (its record ``folds/fold_00k.json`` says): the checkpoint
+    chosen on its inner validation split, else its last.ckpt, or (trained under --fold-batch) the group's
+    last.ckpt with the fold's position in the group's stacked tensors."""
     paths = FoldPaths(run_dir, k)
-    group = json.loads(paths.record.read_text()).get("fold_group") if paths.record.is_file() else None
+    record: dict = {}
+    if paths.record.is_file():
+        try:
+            record = json.loads(paths.record.read_text())
+        except ValueError as err:
+            raise MERError(f"{paths.record} is unreadable ({err}); rerun that fold (delete folds/fold_{k:03d}.csv "
+                           "and run the same mer loso command) to write it again") from None
+    if record.get("weights") == "inner_validation" and record.get("checkpoint"):
+        return paths.dir / record["checkpoint"], None
+    group = record.get("fold_group")
     if not group:
         return paths.last_ckpt, None
     from ..runner.fold_batch import GroupPaths
