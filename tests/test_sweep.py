@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from experiments.cli import mer_main
 from experiments.sweep.spec import load_spec
+from experiments.sweep.summary import swept
 from datamodules.errors import MERError
 from experiments.sweep.study import (SweepSettings, metric_value, next_trial, open_study, reclaim_stale,
                                      seeds_mean_metrics, unfinished)
@@ -139,6 +140,16 @@ def test_bad_parameter_name_and_foreign_output_are_one_line_errors(tiny_config, 
     code, _, err = run_in_process(mer_main, ["sweep", str(other), "--output", str(output), "--dry-run",
                                              "--launcher", "slurm"], capsys)
     assert code == 2 and err.count("\n") == 1 and "holds a study of another spec" in err
+
+
+def test_parameters_sharing_a_last_name_keep_their_full_names(tmp_path: Path) -> None:
+    both = {"model.init_args.lr": {"values": [0.1, 0.2]}, "data.init_args.lr": {"values": [3]}}
+    spec = load_spec(write_spec(tmp_path / "s.yaml", tmp_path / "unused.yaml", parameters=both))
+    assert spec.column_names == {name: name for name in both}
+    assert spec.trial_name({"model.init_args.lr": 0.1, "data.init_args.lr": 3}) == "data.init_args.lr=3+model.init_args.lr=0.1"
+    assert swept(spec) == ["model.init_args.lr"]
+    assert load_spec(write_spec(tmp_path / "g.yaml", tmp_path / "unused.yaml")).column_names == {
+        LAMBDA_AU: "lambda_au", LAMBDA_ORTH: "lambda_orth"}
 
 
 def test_trial_metric_of_a_test_set_and_of_a_seeds_run() -> None:

@@ -65,12 +65,18 @@ class SweepSpec:
         """The trial's `mer loso` options in the agent's ``--name=value`` form (base options first)."""
         return [*self.base_args, *(f"--{name}={value}" for name, value in params.items())]
 
+    @property
+    def column_names(self) -> dict[str, str]:
+        """Parameter name -> its name in folders, tables and plots: the short names when they are
+        distinct (``lambda_au``), else the full dotted names."""
+        shorts = [p.short for p in self.parameters]
+        unique = len(set(shorts)) == len(shorts)
+        return {p.name: p.short if unique else p.name for p in self.parameters}
+
     def trial_name(self, params: dict[str, Any]) -> str:
         """The trial's folder name, e.g. ``lambda_au=0.2+lambda_orth=1.0`` (the same params, the same folder).
         It also names the trial's W&B runs, whose ids must not hold any of ``:;,#?/'``."""
-        shorts = [p.short for p in self.parameters]
-        names = shorts if len(set(shorts)) == len(shorts) else [p.name for p in self.parameters]
-        name = "+".join(f"{short}={params[p.name]}" for short, p in zip(names, self.parameters))
+        name = "+".join(f"{column}={params[name]}" for name, column in self.column_names.items())
         return re.sub(r"[:;,#?/'\s]", "_", name)
 
 

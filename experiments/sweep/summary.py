@@ -23,11 +23,11 @@ MAX_LINES = 8  # our choice: beyond this many settings of the other parameters a
 
 
 def trials_table(study: optuna.Study, spec: SweepSpec) -> pd.DataFrame:
-    """One row per trial: number, state, retry_of, each parameter (short name), the metric, its run folder."""
+    """One row per trial: number, state, retry_of, each parameter (``spec.column_names``), the metric, its run folder."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         rows.append({"trial": t.number, "state": t.state.name, "retry_of": t.system_attrs.get("failed_trial"),
-                     **{p.short: t.params.get(p.name) for p in spec.parameters},
+                     **{column: t.params.get(name) for name, column in spec.column_names.items()},
                      spec.metric: t.value if t.state == TrialState.COMPLETE else None,
                      "minutes": round(t.duration.total_seconds() / 60, 2) if t.duration else None,
                      "run_dir": t.user_attrs.get("run_dir")})
@@ -35,8 +35,8 @@ def trials_table(study: optuna.Study, spec: SweepSpec) -> pd.DataFrame:
 
 
 def swept(spec: SweepSpec) -> list[str]:
-    """Short names of the parameters that take more than one value."""
-    return [p.short for p in spec.parameters if len(p.values) != 1]
+    """Column names of the parameters that take more than one value."""
+    return [spec.column_names[p.name] for p in spec.parameters if len(p.values) != 1]
 
 
 def summarize(study: optuna.Study, spec: SweepSpec, output: Path) -> pd.DataFrame:
