@@ -304,11 +304,11 @@ def csv_table(table: Table) -> str:
 
 def plot_confusions(table: Table, path: Path) -> None:
     """Each group's confusion matrix (counts summed over its runs, rows normalised) side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from .reporting import draw_confusion, pyplot, save_figure
+
+    plt = pyplot()
 
     n = len(table.groups)
     n_cols = min(n, 4)
@@ -318,15 +318,7 @@ def plot_confusions(table: Table, path: Path) -> None:
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(side * n_cols, side * n_rows), squeeze=False)
     for ax, group in zip(axes.flat, table.groups):
         counts = np.sum([np.asarray(run.metrics["confusion_matrix"]) for run in group.runs], axis=0)
-        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        names = group.runs[0].metrics["class_names"]
-        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+        draw_confusion(ax, counts, group.runs[0].metrics["class_names"], with_counts=False, fontsize=7)
         params = ", ".join(f"{name}={display(group.params[key], key)}" for key, name in table.columns.items())
         uf1, _ = mean_std(group.values("all", "uf1"))
         ax.set_title("\n".join(filter(None, [group.label, params, f"UF1 {uf1:.3f} (n={len(group.runs)})"])), fontsize=8)
@@ -336,6 +328,4 @@ def plot_confusions(table: Table, path: Path) -> None:
     fig.supylabel("true")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .reporting import save_figure
-
     save_figure(fig, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..reporting import save_figure
+from ..reporting import pyplot, save_figure
 
 POOLING = ("pooled: the balanced accuracy of every probed fold's held-out (true, predicted) subject pairs "
            "together; chance, chance_sd: its mean and standard deviation for a probe guessing uniformly among "
@@ -26,10 +26,7 @@ def probe_table(result: dict[str, Any]) -> str:
 
 def plot_probe(result: dict[str, Any], path: Path) -> None:
     """Bars of the pooled balanced accuracy per feature, each with its chance level as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(result["features"])
     pooled = [result["features"][name]["pooled"] for name in names]

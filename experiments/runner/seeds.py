@@ -21,7 +21,7 @@ import yaml
 
 from datamodules.errors import MERError
 
-from ..reporting import save_figure, write_json
+from ..reporting import pyplot, save_figure, write_json
 from .folds import parse_numbers
 from .options import LosoOptions
 from .plan import MAX_SEED, RunPlan
@@ -148,10 +148,7 @@ def seeds_table(summary: dict[str, Any]) -> str:
 
 def plot_seeds(summary: dict[str, Any], path: Path, title: str) -> None:
     """Each seed's pooled UF1/UAR/Acc as dots, the mean ± std as a bar with error bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     for x, score in enumerate(SCORES):

@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ..reporting import atomic_write_csv, save_figure
+from ..reporting import atomic_write_csv, pyplot, save_figure
 from .spec import SweepSpec
 
 TABLE = "trials.csv"
@@ -68,18 +68,9 @@ def _text(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_figure6(complete: pd.DataFrame, names: list[str], spec: SweepSpec, path: Path) -> None:
     """One panel per swept parameter: the metric against its value."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         others = [n for n in names if n != name]
@@ -104,7 +95,7 @@ def plot_figure6(complete: pd.DataFrame, names: list[str], spec: SweepSpec, path
 
 def plot_heatmap(complete: pd.DataFrame, names: list[str], metric: str, path: Path) -> None:
     """The metric over a 2-D grid, one annotated cell per grid point."""
-    plt = _pyplot()
+    plt = pyplot()
     grid = complete.pivot_table(index=names[0], columns=names[1], values=metric, aggfunc="mean").sort_index()
     fig, ax = plt.subplots(figsize=(0.7 * grid.shape[1] + 3, 0.55 * grid.shape[0] + 2.2))
     image = ax.imshow(grid.to_numpy(), cmap="viridis", origin="lower", aspect="auto")
