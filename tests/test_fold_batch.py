@@ -196,6 +196,9 @@ def test_fold_batch_refused_where_it_cannot_stack(tmp_path: Path) -> None:
         run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="2"))
     with pytest.raises(MERError, match="--fold-batch 'two'"):
         run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="two"))
+    with pytest.raises(MERError, match="--fold-batch auto sizes a group to a GPU's free memory"):
+        run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="auto", devices="0",
+                                                  folds_per_device=2))
     half = {**xie, "trainer": {**xie["trainer"], "precision": "16-mixed"}}
     with pytest.raises(MERError, match="16-bit mixed precision has one gradient scaler for all folds"):
         run_loso(yaml.safe_dump(half), LosoOptions(output=tmp_path / "xie", fold_batch="2"))

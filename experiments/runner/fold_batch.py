@@ -62,7 +62,9 @@ def parse_fold_batch(spec: str) -> int | None:
 
 def check_fold_batch(config: dict[str, Any], options: LosoOptions) -> None:
     """--fold-batch: its syntax, and a model, trainer and data split whose folds can be trained at once."""
-    parse_fold_batch(options.fold_batch)
+    if parse_fold_batch(options.fold_batch) == 0 and options.devices is not None and options.folds_per_device > 1:
+        raise MERError(f"--fold-batch auto sizes a group to a GPU's free memory, but --folds-per-device "
+                       f"{options.folds_per_device} puts several groups on each GPU; give --fold-batch N instead")
     trainer = config.get("trainer") or {}
     if trainer.get("devices") not in (1, "1", None, "auto"):
         raise MERError(f"--fold-batch trains a group of folds on one device, but the config sets trainer.devices "
