@@ -66,45 +66,58 @@ def job_environment() -> list[str]:
     return [f'export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"', "unset WANDB_SERVICE"]
 
 
+def array_script(folder: Path, options: LosoOptions, comments: list[str], log_name: str, tasks: int,
+                 extra_directives: list[str], command: str) -> str:
+    """An sbatch array of `tasks` tasks (``options``' resources), each running `command` as one srun step
+    with ``$SLURM_ARRAY_TASK_ID`` set; `comments` head the script."""
+    parallel = f"%{options.array_parallelism}" if options.array_parallelism else ""
+    lines = [
+        "#!/bin/bash",
+        *(f"# {line}" for line in comments),
+        *directives(folder, options, job_name(folder), log_name, options.time, options.cpus_per_task),
+        f"#SBATCH --array=0-{tasks - 1}{parallel}",
+        *([f"#SBATCH --gpus-per-task={options.gpus_per_task}"] if options.gpus_per_task else []),
+        *extra_directives,
+        *job_environment(),
+        # srun makes the task a job step (the one signals reach); Slurm 22.05's srun needs its CPUs restated.
+        f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    {command}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def follow_up_script(folder: Path, options: LosoOptions, comments: list[str], name: str, command: str) -> str:
+    """A one-CPU job (``AGGREGATE_TIME``) that runs `command` once the array it follows has ended."""
+    lines = [
+        "#!/bin/bash",
+        *(f"# {line}" for line in comments),
+        *directives(folder, options, f"{job_name(folder)}-{name}", f"{name}-%j.out", AGGREGATE_TIME, 1),
+        *job_environment(),
+        command,
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def folds_script(run_dir: Path, folds: list[int], options: LosoOptions) -> str:
     """The array script: one task per chunk of `options.folds_per_task` folds."""
-    tasks = n_tasks(len(folds), options.folds_per_task)
-    parallel = f"%{options.array_parallelism}" if options.array_parallelism else ""
     # The task's GPUs are those SLURM lists in CUDA_VISIBLE_DEVICES (expanded when the task starts).
     gpus = f' --devices "$CUDA_VISIBLE_DEVICES" --folds-per-device {options.folds_per_device}' if options.gpus_per_task else ""
     if options.fold_batch != "off":  # the task's chunk of folds is trained in fold groups
         gpus += f" --fold-batch {shlex.quote(options.fold_batch)}"
-    lines = [
-        "#!/bin/bash",
-        f"# mer loso fold tasks: folds {format_folds(folds)} of {run_dir}, {options.folds_per_task} per array task.",
-        "# USR1 90 s before the time limit: Lightning checkpoints and requeues the task; a requeued",
-        "# or preempted fold continues from its own last checkpoint.",
-        *directives(run_dir, options, job_name(run_dir), "folds-%A_%a.out", options.time,
-                     options.cpus_per_task),
-        f"#SBATCH --array=0-{tasks - 1}{parallel}",
-        *([f"#SBATCH --gpus-per-task={options.gpus_per_task}"] if options.gpus_per_task else []),
-        "#SBATCH --signal=USR1@90",
-        "#SBATCH --requeue",
-        *job_environment(),
-        # srun makes the folds a job step (the one USR1 reaches); Slurm 22.05's srun needs its CPUs restated.
-        f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    {_worker(run_dir)} \\\n"
-        f'    --task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task {options.folds_per_task}{gpus}',
-    ]
-    return "\n".join(lines) + "\n"
+    comments = [f"mer loso fold tasks: folds {format_folds(folds)} of {run_dir}, {options.folds_per_task} per array task.",
+                "USR1 90 s before the time limit: Lightning checkpoints and requeues the task; a requeued",
+                "or preempted fold continues from its own last checkpoint."]
+    command = (f"{_worker(run_dir)} \\\n"
+               f'    --task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task {options.folds_per_task}{gpus}')
+    return array_script(run_dir, options, comments, "folds-%A_%a.out", n_tasks(len(folds), options.folds_per_task),
+                        ["#SBATCH --signal=USR1@90", "#SBATCH --requeue"], command)
 
 
 def aggregate_script(run_dir: Path, options: LosoOptions) -> str:
     """The pooling job, submitted to start once every array task has ended (``afterany``)."""
-    lines = [
-        "#!/bin/bash",
-        f"# mer loso pooling of {run_dir} once every fold task has ended:",
-        "# predictions.csv, metrics.json, confusion_matrix.png, or the names of the folds still missing.",
-        f"# Pool again by hand: mer loso --aggregate-only {run_dir}",
-        *directives(run_dir, options, job_name(run_dir) + "-aggregate", "aggregate-%j.out", AGGREGATE_TIME, 1),
-        *job_environment(),
-        _worker(run_dir, "--aggregate"),
-    ]
-    return "\n".join(lines) + "\n"
+    comments = [f"mer loso pooling of {run_dir} once every fold task has ended:",
+                "predictions.csv, metrics.json, confusion_matrix.png, or the names of the folds still missing.",
+                f"Pool again by hand: mer loso --aggregate-only {run_dir}"]
+    return follow_up_script(run_dir, options, comments, "aggregate", _worker(run_dir, "--aggregate"))
 
 
 def job_name(run_dir: Path) -> str:

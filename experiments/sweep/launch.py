@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 
 from ..runner.options import LosoOptions
-from ..runner.slurm import REPO_ROOT, directives, job_environment, job_name, submit_array_then
+from ..runner.slurm import REPO_ROOT, array_script, follow_up_script, submit_array_then
 
 LOGS = "logs"
 SLURM_DIR = "slurm"
@@ -70,30 +70,15 @@ def run_local_workers(output: Path, study: optuna.Study, n: int, devices: list[s
 
 
 def workers_script(output: Path, n: int, options: LosoOptions) -> str:
-    gpus = [f"#SBATCH --gpus-per-task={options.gpus_per_task}"] if options.gpus_per_task else []
-    lines = [
-        "#!/bin/bash",
-        f"# mer sweep workers: {n} array task(s) pull trials of the study in {output} until it is done;",
-        "# a task that dies leaves its trial to the others (retried after the heartbeat grace period).",
-        *directives(output, options, job_name(output), "worker-%A_%a.out", options.time, options.cpus_per_task),
-        f"#SBATCH --array=0-{n - 1}",
-        *gpus,
-        *job_environment(),
-        f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    "
-        f'{shlex.join(worker_command(output))} --index "$SLURM_ARRAY_TASK_ID"',
-    ]
-    return "\n".join(lines) + "\n"
+    comments = [f"mer sweep workers: {n} array task(s) pull trials of the study in {output} until it is done;",
+                "a task that dies leaves its trial to the others (retried after the heartbeat grace period)."]
+    command = f'{shlex.join(worker_command(output))} --index "$SLURM_ARRAY_TASK_ID"'
+    return array_script(output, options, comments, "worker-%A_%a.out", n, [], command)
 
 
 def summary_script(output: Path, options: LosoOptions) -> str:
-    lines = [
-        "#!/bin/bash",
-        f"# mer sweep summary of {output} once every worker task has ended: trials.csv, figure6.png, heatmap.png",
-        *directives(output, options, job_name(output) + "-summary", "summary-%j.out", "00:30:00", 1),
-        *job_environment(),
-        shlex.join(worker_command(output, "--summary")),
-    ]
-    return "\n".join(lines) + "\n"
+    comments = [f"mer sweep summary of {output} once every worker task has ended: trials.csv, figure6.png, heatmap.png"]
+    return follow_up_script(output, options, comments, "summary", shlex.join(worker_command(output, "--summary")))
 
 
 def launch_slurm(output: Path, n: int, options: LosoOptions) -> None:

@@ -52,16 +52,21 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
       - L_id: cross-entropy of a linear subject classifier on the clip's mean identity code over
         the fold's training subjects (``batch['identity']``; items marked -1 are ignored), plus,
         when ``lambda_id_adv`` > 0, an adversarial identity term on the motion code: a second linear
-        subject classifier reads the clip's motion code (mean over steps 1..T-1, the feature ``mer
-        probe`` scores) through a gradient-reversal layer (``losses.scale_gradient`` with factor
-        ``-lambda_id_adv``). The classifier descends its cross-entropy; the motion encoder ascends it
-        (scaled by ``lambda_id_adv``), i.e. it learns to drop what predicts the subject (Ganin &
-        Lempitsky, ICML 2015). This is our reading of the abstract's identity loss and "purified"
-        motion: the orthogonality term only decorrelates the two codes linearly across the batch,
-        which does not stop the motion code from carrying the subject itself. ``lambda_id_adv: 0``
-        (the default) builds no adversary and is the model without it; the adversary is part of L_id
-        and so is off with ``lambda_id: 0`` too. On the synthetic set it did not lower the motion
-        code's probe score beyond the run-to-run spread (README), so the configs keep it at 0.
+        subject classifier reads every step's motion code (steps 1..T-1, each standardised per
+        dimension over the batch's B*(T-1) steps by ``standardise_columns``, so that shrinking the
+        code cannot hide the subject; each step labelled with its clip's subject) through a
+        gradient-reversal layer (``losses.scale_gradient``, factor ``-lambda_id_adv``; Ganin &
+        Lempitsky, ICML 2015), and learns in its own AdamW group at ``adversary_lr_scale * lr``;
+        and, when ``lambda_id_mean`` > 0, ``lambda_id_mean`` times a subject-mean term
+        (``subject_mean_loss``): the mean square of running estimates of each training subject's
+        mean (standardised) motion code, which is 0 when no subject's clips are offset from the
+        others'. Both are our reading of the abstract's identity loss and "purified" motion: the
+        orthogonality term only decorrelates the two codes across the batch, which does not stop the
+        motion code from carrying the subject itself. Both default to 0 (nothing is built or
+        computed) and are off in every shipped config: on the synthetic set neither lowered the
+        linear probe's score of the motion code on training subjects beyond the seed-to-seed spread
+        (the adversary ends at chance on its own head while a refitted probe still finds the subject;
+        README). Both are part of L_id and so are off with ``lambda_id: 0`` too.
       - L_cls: focal loss (gamma ``focal_gamma``) on the emotion logits.
       - Total: ``lambda_cls L_cls + sum lambda_k L_k`` over the DRL terms; a term with weight 0 is
         not computed (that is its switch). ``val/loss`` and ``test/loss`` are L_cls alone: the
@@ -85,6 +90,9 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
             see :class:`LFDTCMENModel` (``num_frames`` must match the datamodule's).
         lambda_orth, lambda_rec, lambda_cons, lambda_cycle, lambda_id, lambda_cls: loss weights.
         lambda_id_adv: gradient-reversal factor of the motion-code adversary inside L_id (0 = none).
+        adversary_lr_scale: the adversary's learning rate as a multiple of ``lr``.
+        lambda_id_mean: weight of the subject-mean term on the motion code inside L_id (0 = none).
+        subject_mean_rate: weight r of the current batch in the running subject means.
         focal_gamma: gamma of the focal loss.
         lr, weight_decay: AdamW settings.
     """
