@@ -34,7 +34,8 @@ from .runner.aggregate import aggregate, finish_command, missing_folds
 from .runner.local import run_local
 from .runner.options import LosoOptions
 from .runner.plan import RunPlan, is_rank_zero, plan_run
-from .runner.seeds import check_output, parse_seeds, resume_command, seed_config, seed_dir, seed_dirs, summarise
+from .runner.seeds import (check_output, parse_seeds, pool, resume_command, seed_config, seed_dir,
+                           summarise_pooled)
 
 
 def run_loso(config_yaml: str, options: LosoOptions) -> dict[str, Any] | None:
@@ -80,32 +81,16 @@ def run_seeds(config_yaml: str, options: LosoOptions, output: Path) -> dict[str,
     seeds = parse_seeds(str(options.seeds))
     plans = {seed: plan_run(seed_config(config_yaml, seed), options, seed_dir(output, seed)) for seed in seeds}
     resume = resume_command(output, options)
-    pooled = {seed: execute(seed_dir(output, seed), plan, options, resume) for seed, plan in plans.items()}
     if options.launcher == "slurm":
-        print(f"once every seed's jobs have ended, pool the seeds and write their summary with: "
-              f"mer loso --aggregate-only {output}")
+        from .runner.slurm import launch, launch_seeds_summary
+
+        jobs = [launch(seed_dir(output, seed), plan.folds, options) for seed, plan in plans.items()]
+        launch_seeds_summary(output, [ids[1] for ids in jobs if ids], options)
         return None
+    pooled = {seed: execute(seed_dir(output, seed), plan, options, resume) for seed, plan in plans.items()}
     if not is_rank_zero():
         return None
     return summarise_pooled(output, pooled)
-
-
-def pool(run_dir: Path) -> dict[str, Any] | None:
-    """``--aggregate-only DIR``: pool a run, or every seed run of a seeds run and their summary."""
-    seeds = seed_dirs(run_dir)
-    if (run_dir / "run.json").exists() or not seeds:
-        return aggregate(run_dir)
-    return summarise_pooled(run_dir, {seed: aggregate(path) for seed, path in seeds.items()})
-
-
-def summarise_pooled(output: Path, pooled: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The seeds summary once every seed is pooled; else None, naming the seeds still missing."""
-    missing = [seed for seed, metrics in pooled.items() if metrics is None]
-    if missing:
-        print(f"seeds summary not written: seed(s) {', '.join(map(str, missing))} are not pooled yet "
-              f"(see above); rerun the same command to finish them")
-        return None
-    return summarise(output, pooled)
 
 
 def default_output(config_path: str) -> Path:

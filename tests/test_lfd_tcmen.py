@@ -247,6 +247,8 @@ def test_subject_mean_term_is_the_running_subject_means_of_standardised_motion_c
     module.subject_mean_loss(identity, outputs["motion_codes"])
     torch.testing.assert_close(module.subject_means, stored)
     torch.testing.assert_close(stored[1], 0.5 * means[1])  # subject 1 was absent from the second batch
+    with pytest.raises(MERError, match="subject_mean_rate"):
+        LFDTCMEN(**TINY, lambda_id_mean=1.0, subject_mean_rate=0.0)
 
 
 def test_the_adversary_learns_in_its_own_group_at_a_scaled_learning_rate():

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from experiments.cli import mer_main
+from experiments.runner.worker import worker_main
 from tests.conftest import run_in_process
 from tests.test_loso_run import macro_scores
 
@@ -56,6 +57,10 @@ def test_two_seeds_give_two_runs_and_their_mean_and_std(tiny_config: Path, tmp_p
     code, out, err = run_in_process(mer_main, argv, capsys)  # a rerun resumes: no fold trains again
     assert code == 0, err
     assert len(stamps) == 4 and {path: path.stat().st_mtime_ns for path in stamps} == stamps
+    assert json.loads((output / "seeds_summary.json").read_text())["pooled"] == summary["pooled"]
+
+    (output / "seeds_summary.json").unlink()  # what the SLURM summary job runs: pools every seed again
+    worker_main([str(output), "--aggregate"])
     assert json.loads((output / "seeds_summary.json").read_text())["pooled"] == summary["pooled"]
 
 

@@ -14,6 +14,7 @@ CI is set (.ci/run installs it); the option checks run everywhere.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,22 @@ def test_without_sbatch_the_launch_is_refused_before_anything_is_created(tiny_co
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
     error = mer_loso_error(capsys, tiny_config, tmp_path / "run", *SLURM_OPTIONS)
     assert "sbatch not found" in error and "--dry-run" in error and not (tmp_path / "run").exists()
+
+
+def test_seeds_dry_run_writes_each_seeds_scripts_and_the_summary_job(tiny_config, tmp_path, capsys):
+    """--seeds 0,1 on SLURM: each seed's fold array and aggregation job, then one summary job that pools
+    every seed (the worker's --aggregate on the seeds' OUTPUT) once their aggregation jobs have ended."""
+    output = tmp_path / "seeds"
+    mer_loso(tiny_config, output, *SLURM_OPTIONS, "--seeds", "0,1", "--dry-run")
+    out = capsys.readouterr().out
+    for seed in (0, 1):
+        assert (output / f"seed_{seed}" / "slurm" / "folds.sbatch").is_file()
+    summary = output / "slurm" / "seeds_summary.sbatch"
+    text = summary.read_text()
+    assert f"-m experiments.runner.worker {output.resolve()} --aggregate" in text
+    assert "#SBATCH --job-name=mer-seeds-seeds-summary" in text and "#SBATCH --cpus-per-task=1" in text
+    assert f"sbatch --dependency=afterany:<their ids, colon-separated> {summary.resolve()}" in out
+    assert subprocess.run(["bash", "-n", str(summary)]).returncode == 0
 
 
 @pytest.mark.slurm

@@ -23,6 +23,7 @@ from datamodules.errors import MERError
 
 from ..reporting import pyplot, save_figure, write_json
 from .folds import parse_numbers
+from .aggregate import aggregate
 from .options import LosoOptions
 from .plan import MAX_SEED, RunPlan
 
@@ -175,3 +176,20 @@ def resume_command(output: Path, options: LosoOptions) -> str:
         command += ["--wandb-project", options.wandb_project]
     return shlex.join(command)
 
+
+def pool(run_dir: Path) -> dict[str, Any] | None:
+    """``--aggregate-only DIR``: pool a run, or every seed run of a seeds run and their summary."""
+    seeds = seed_dirs(run_dir)
+    if (run_dir / "run.json").exists() or not seeds:
+        return aggregate(run_dir)
+    return summarise_pooled(run_dir, {seed: aggregate(path) for seed, path in seeds.items()})
+
+
+def summarise_pooled(output: Path, pooled: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The seeds summary once every seed is pooled; else None, naming the seeds still missing."""
+    missing = [seed for seed, metrics in pooled.items() if metrics is None]
+    if missing:
+        print(f"seeds summary not written: seed(s) {', '.join(map(str, missing))} are not pooled yet "
+              f"(see above); rerun the same command to finish them")
+        return None
+    return summarise(output, pooled)

@@ -32,6 +32,7 @@ from .options import LosoOptions
 SLURM_DIR = "slurm"
 FOLDS_SCRIPT = "folds.sbatch"
 AGGREGATE_SCRIPT = "aggregate.sbatch"
+SEEDS_SUMMARY_SCRIPT = "seeds_summary.sbatch"
 AGGREGATE_TIME = "00:30:00"  # our choice: pooling reads the fold CSVs and plots once, minutes at most
 REPO_ROOT = Path(experiments.__file__).resolve().parents[1]
 
@@ -171,6 +172,27 @@ def launch(run_dir: Path, folds: list[int], options: LosoOptions) -> list[str]:
           f"aggregation job {aggregate_id} (starts when every task has ended); logs in {run_dir / SLURM_DIR}/; "
           f"watch with: squeue -j {array_id},{aggregate_id}")
     return [array_id, aggregate_id]
+
+
+def launch_seeds_summary(output: Path, aggregation_ids: list[str], options: LosoOptions) -> str | None:
+    """``--seeds`` on SLURM: OUTPUT/slurm/seeds_summary.sbatch, held until every seed's aggregation job
+    has ended (``afterany``), pools the seeds again and writes their mean ± std; its job id (None with
+    ``--dry-run``: printed with the command that submits it)."""
+    output = output.resolve()
+    comments = [f"mer loso --seeds summary of {output} once every seed's aggregation job has ended:",
+                "seeds_summary.json and .png, or the seeds still missing.",
+                f"Summarise again by hand: mer loso --aggregate-only {output}"]
+    script = output / SLURM_DIR / SEEDS_SUMMARY_SCRIPT
+    script.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(script, follow_up_script(output, options, comments, "seeds-summary", _worker(output, "--aggregate")))
+    if options.dry_run:
+        print(f"# ---- {script}\n{script.read_text()}")
+        print(f"# dry run: submit it once the seeds' aggregation jobs are submitted with: "
+              f"sbatch --dependency=afterany:<their ids, colon-separated> {shlex.quote(str(script))}")
+        return None
+    summary = sbatch(script, f"--dependency=afterany:{':'.join(aggregation_ids)}")
+    print(f"submitted the seeds summary job {summary} (starts when every seed's aggregation job has ended)")
+    return summary
 
 
 def check_launch(options: LosoOptions) -> None:

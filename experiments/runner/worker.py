@@ -7,7 +7,8 @@ RUN_DIR must have been planned by ``mer loso`` (config.yaml + run.json). Without
 run's selected folds are run; ``--task-index I --folds-per-task K`` takes the I-th chunk of K of
 them. Under SLURM (``SLURM_JOB_ID`` set) every fold's Trainer uses Lightning's SLURM environment
 with auto-requeue on SIGUSR1. ``--aggregate`` pools the run afterwards when every fold is done;
-``--aggregate`` alone (no selection) only pools, or names the missing folds: the aggregation job.
+``--aggregate`` alone (no selection) only pools, or names the missing folds: the aggregation job
+(given the OUTPUT folder of ``--seeds``, it pools every seed and writes their summary).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .aggregate import aggregate, missing_folds
 from .folds import parse_folds
 from .local import run_local
 from .plan import RunPlan
+from .seeds import pool
 
 
 def task_folds(plan: RunPlan, task_index: int, folds_per_task: int) -> list[int]:
@@ -51,7 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def worker_main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.aggregate and args.folds is None and args.task_index is None:
-        if aggregate(args.run_dir) is None:
+        if pool(args.run_dir) is None:  # a run, or a --seeds output folder: its seeds and their summary
             sys.exit(1)  # the aggregation job shows FAILED when folds are missing (it names them)
         return
     plan = RunPlan.load(args.run_dir)

@@ -191,8 +191,9 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         if "id" in active:
             identity_logits = self.model.identity_head(ids.mean(dim=1))
             adversary = self.motion_adversary_loss(batch["identity"], motion)
-            subject_means = self.subject_mean_loss(batch["identity"], motion) if self.hparams.lambda_id_mean > 0 else 0.0
-            terms["id"] = identity_cross_entropy(identity_logits, batch["identity"]) + adversary + self.hparams.lambda_id_mean * subject_means
+            terms["id"] = identity_cross_entropy(identity_logits, batch["identity"]) + adversary
+            if self.hparams.lambda_id_mean > 0:
+                terms["id"] = terms["id"] + self.hparams.lambda_id_mean * self.subject_mean_loss(batch["identity"], motion)
         return terms
 
     def motion_adversary_loss(self, identity: Tensor, motion_codes: Tensor) -> Tensor:
