@@ -7,6 +7,8 @@ Classes absent from both labels and predictions of a subset are left out of the 
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,3 +54,12 @@ def pooled_metrics(predictions: pd.DataFrame, class_names: Sequence[str]) -> dic
             result[key] = {name: classification_metrics(group["label"], group["pred"], class_names)
                            for name, group in predictions.groupby(column, sort=True)}
     return result
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN below two values); NaN, NaN without values."""
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+    return mean, std

@@ -236,15 +236,6 @@ def display(value: Any, column: str) -> str:
     return json.dumps(value) if isinstance(value, list | dict | bool) else str(value)
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (NaN below two values); NaN, NaN without values."""
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return mean, std
-
-
 def metric_headers(table: Table) -> list[tuple[str, str, str]]:
     """(scope, metric key, header) of every metric column."""
     return [(scope, key, header if scope == "all" else f"{scope} {header}")
@@ -253,6 +244,8 @@ def metric_headers(table: Table) -> list[tuple[str, str, str]]:
 
 def format_table(table: Table, fmt: str, digits: int) -> str:
     """The table as a GitHub pipe table, a plain CSV or a booktabs tabular."""
+    from .metrics import mean_std
+
     if fmt == "csv":
         return csv_table(table)
     plus_minus = " ± " if fmt == "md" else r" $\pm$ "
@@ -288,6 +281,8 @@ def latex(header: list[str], rows: list[list[str]], n_params: int) -> str:
 
 def csv_table(table: Table) -> str:
     """One line per group: its runs, parameters, n, then mean and std of every metric (empty when undefined)."""
+    from .metrics import mean_std
+
     import pandas as pd
 
     records = []
@@ -306,6 +301,7 @@ def plot_confusions(table: Table, path: Path) -> None:
     """Each group's confusion matrix (counts summed over its runs, rows normalised) side by side."""
     import numpy as np
 
+    from .metrics import mean_std
     from .reporting import draw_confusion, pyplot, save_figure
 
     plt = pyplot()

@@ -12,15 +12,16 @@ database of a composite set), and the table is printed. The standard deviation i
 
 from __future__ import annotations
 
+import math
 import shlex
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from datamodules.errors import MERError
 
+from ..metrics import mean_std
 from ..reporting import pyplot, save_figure, write_json
 from .folds import parse_numbers
 from .aggregate import aggregate
@@ -80,8 +81,8 @@ def score_table(per_seed: dict[int, dict[str, Any]], scope: tuple[str, ...] = ()
             for key in scope:
                 metrics = metrics[key]
             values.append(float(metrics[score]))
-        table[score] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                        "per_seed": values}
+        mean, std = mean_std(values)
+        table[score] = {"mean": mean, "std": None if math.isnan(std) else std, "per_seed": values}
     return table
 
 
