@@ -89,3 +89,12 @@ def test_markdown_and_latex_tables(runs, capsys):
 def test_no_finished_run_is_a_one_line_error(runs, capsys):
     code, _, err = run_in_process(mer_main, ["report", str(runs / "sweep" / "trials" / "unfinished")], capsys)
     assert code == 2 and err.startswith("error: no finished run") and err.count("\n") == 1
+
+
+def test_a_run_repeated_with_the_same_seed_is_named(runs, capsys, tmp_path):
+    repeat = tmp_path / "repeat"
+    variant(runs / "base" / "seed_0", repeat, SEED_1)  # seed 0's config and seed again
+    code, out, err = run_in_process(mer_main, ["report", str(runs / "base"), str(repeat), "--format", "csv"], capsys)
+    assert code == 0, err
+    assert f"warning: {repeat} repeat another run's config and seeds" in err
+    assert list(pd.read_csv(io.StringIO(out))["n"]) == [3]
