@@ -9,7 +9,8 @@ new one (``--fold-batch``), then pooled (over the selected folds); printed are b
 data is prepared before timing), their ratio, both pooled UF1 and the device. The floor is the
 work's FLOPs (forward + backward per training sample, counted by torch's FlopCounterMode, times
 the samples each fold trains on per epoch, epochs and folds) over the rate this machine reaches
-for the same model (FLOPs of one training step at 4x the configured batch over its measured time).
+for the same model (FLOPs of training steps at 4x, and on a GPU up to 64x, the configured batch over
+their measured time); on a GPU at least the saved activations' bytes over the copy bandwidth.
 
 Workloads: ``ststnet_cde`` = configs/ststnet/megc2019_cde.yaml (STSTNet on the MEGC2019 composite
 set, ../shared/data/megc2019_cde); ``medn_synthetic`` = configs/medn/synthetic.yaml (MEDN on the
@@ -62,8 +63,27 @@ def workload_config(name: str, published: bool, epochs: int | None, device: str)
     return with_trainer(config, accelerator=device, devices=1), folds
 
 
+def gpu_copy_bandwidth(elements: int = 2**26) -> float:
+    """Bytes/s of a device-to-device copy of `elements` float32 (read + write), best of five."""
+    a = torch.rand(elements, device="cuda")
+    b = torch.empty_like(a)
+    best = 0.0
+    for _ in range(5):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(10):
+            b.copy_(a)
+        torch.cuda.synchronize()
+        best = max(best, 2 * 4 * elements * 10 / (time.perf_counter() - start))
+    return best
+
+
 def floor_seconds(config: dict[str, Any], n_folds: int, device: str) -> tuple[float, float, float]:
-    """(total training FLOPs, measured FLOP/s, floor seconds) of the workload's training on `device`."""
+    """(total training FLOPs, measured FLOP/s, floor seconds) of the workload's training on `device`.
+
+    The rate is the best of training steps at 4x, 16x and 64x the configured batch (one model; a GPU
+    reaches its rate only on large batches). On a GPU the floor is also at least the bytes a step must
+    move (every activation autograd saves, written once and read once) over the measured copy bandwidth."""
     from torch.utils.flop_counter import FlopCounterMode
 
     cli = instantiate(with_trainer(config, logger=False, enable_progress_bar=False, enable_model_summary=False))
@@ -72,25 +92,37 @@ def floor_seconds(config: dict[str, Any], n_folds: int, device: str) -> tuple[fl
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     batch = {k: v.to(device) for k, v in next(iter(loader)).items()}
-    big = {k: torch.cat([v] * 4) for k, v in batch.items()}
 
     def step(b: dict[str, torch.Tensor]) -> None:
         model.total_loss(model.loss_terms(b, model(b))).backward()
         if device == "cuda":
             torch.cuda.synchronize()
 
-    with FlopCounterMode(display=False) as counter:
-        step(big)
-    per_sample = counter.get_total_flops() / len(big["label"])
-    step(big)  # warm-up
-    start = time.perf_counter()
-    repeats = 3
-    for _ in range(repeats):
-        step(big)
-    rate = per_sample * len(big["label"]) * repeats / (time.perf_counter() - start)
-    epochs = int(config["trainer"]["max_epochs"])
-    total = per_sample * len(datamodule.split()["train"]) * epochs * n_folds
-    return total, rate, total / rate
+    saved = 0
+
+    def count(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        step(batch)
+    per_sample, bytes_per_sample = counter.get_total_flops() / len(batch["label"]), 2 * saved / len(batch["label"])
+    rate = 0.0
+    for scale in (4, 16, 64) if device == "cuda" else (4,):
+        big = {k: torch.cat([v] * scale) for k, v in batch.items()}
+        step(big)  # warm-up
+        start = time.perf_counter()
+        repeats = 3
+        for _ in range(repeats):
+            step(big)
+        rate = max(rate, per_sample * len(big["label"]) * repeats / (time.perf_counter() - start))
+    samples = len(datamodule.split()["train"]) * int(config["trainer"]["max_epochs"]) * n_folds
+    total = per_sample * samples
+    floor = total / rate
+    if device == "cuda":
+        floor = max(floor, bytes_per_sample * samples / gpu_copy_bandwidth())
+    return total, rate, floor
 
 
 def timed_run(config: dict[str, Any], folds: str | None, run_dir: Path, fold_batch: str) -> tuple[float, float]:
@@ -130,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
               f"  sequential   {old_s:8.1f} s  UF1 {old_uf1:.4f}\n"
               f"  fold-batched {new_s:8.1f} s  UF1 {new_uf1:.4f}  (--fold-batch {args.fold_batch})\n"
               f"  ratio sequential / fold-batched: {old_s / new_s:.2f}x\n"
-              f"  floor: {flops / 1e12:.3f} TFLOP / {rate / 1e9:.1f} GFLOP/s = {floor:.1f} s "
+              f"  floor: {flops / 1e12:.3f} TFLOP / {rate / 1e9:.1f} GFLOP/s"
+              f"{' (or bytes / bandwidth, if longer)' if args.device == 'cuda' else ''} = {floor:.1f} s "
               f"(sequential {old_s / floor:.1f}x, fold-batched {new_s / floor:.1f}x the floor)", flush=True)
 
 
