@@ -4,6 +4,7 @@ gradients, resumes exactly after a kill, and models that cannot be stacked are r
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -158,8 +159,12 @@ class Killed(Exception):
 
 
 @pytest.mark.slow
-def test_killed_group_resumes_exactly(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fold group killed after its epoch-1 checkpoint and rerun predicts exactly as an uninterrupted one."""
+@pytest.mark.parametrize("vectorize", [False, True], ids=["loop", "vmap"])
+def test_killed_group_resumes_exactly(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                      vectorize: bool) -> None:
+    """A fold group killed after its epoch-1 checkpoint and rerun predicts exactly as an uninterrupted one,
+    on the CPU's per-fold loop and on the GPU's vmap path (forced here; dropout then per fold inside vmap)."""
+    monkeypatch.setattr(runner, "FoldBatch", functools.partial(FoldBatch, vectorize=vectorize))
     save = runner.ThrottledCheckpoint.on_train_epoch_end
 
     def save_then_die(self, trainer, pl_module) -> None:
