@@ -305,6 +305,8 @@ def test_the_no_drl_baseline_is_the_flow_branch_alone():
     names = {name.split(".")[0] for name, _ in module.model.named_parameters()}
     assert names == {"flow_encoder", "step_position", "temporal", "norm", "head"}
     assert module.inputs == {"flow"}
+    (group,) = module.configure_optimizers().param_groups
+    assert len(group["params"]) == len(list(module.parameters()))
     data = {k: v for k, v in batch().items() if k != "frames"}
     out = module(data)
     terms = module.loss_terms(data, out)

@@ -263,7 +263,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW; the motion-code adversary (if any) in its own group at ``adversary_lr_scale * lr``."""
-        head = self.model.motion_identity_head
+        head = getattr(self.model, "motion_identity_head", None)  # the no-DRL model has no adversary
         adversary = {id(p) for p in head.parameters()} if head is not None else set()
         groups = [{"params": [p for p in self.parameters() if id(p) not in adversary]}]
         if head is not None:
