@@ -223,34 +223,6 @@ def test_the_adversary_reads_scale_free_codes():
     assert (module.motion_adversary_loss(identity, codes.flip(0)) - loss).abs() > 1e-2  # it does read the codes
 
 
-def test_subject_mean_term_is_the_running_subject_means_of_standardised_motion_codes():
-    module = LFDTCMEN(**TINY, lambda_id_mean=1.0, subject_mean_rate=0.5)
-    outputs = code_outputs()
-
-    def clip_codes(codes: torch.Tensor) -> torch.Tensor:  # by hand: standardise over the B*(T-1) steps, mean per clip
-        flat = codes[:, 1:].reshape(-1, D)
-        return ((flat - flat.mean(0)) / (flat.var(0, unbiased=False).sqrt() + 1e-6)).reshape(B, T - 1, D).mean(1)
-
-    first, identity = clip_codes(outputs["motion_codes"]), torch.tensor([0, 0, 1, -1])  # subject 2 absent, item 3 unknown
-    loss = module.subject_mean_loss(identity, outputs["motion_codes"])
-    means = torch.stack([(first[0] + first[1]) / 2, first[2]])
-    torch.testing.assert_close(loss, (0.5 * means).pow(2).mean())
-    torch.testing.assert_close(module.subject_means, torch.cat([0.5 * means, torch.zeros(1, D)]))
-    # a second batch blends into the stored estimate; in eval mode nothing is stored
-    second_codes = outputs["motion_codes"].flip(0)
-    second = clip_codes(second_codes)
-    loss = module.subject_mean_loss(torch.tensor([2, 0, -1, -1]), second_codes)
-    expected = torch.stack([0.5 * 0.5 * means[0] + 0.5 * second[1], 0.5 * second[0]])
-    torch.testing.assert_close(loss, expected.pow(2).mean())
-    stored = module.subject_means.clone()
-    module.eval()
-    module.subject_mean_loss(identity, outputs["motion_codes"])
-    torch.testing.assert_close(module.subject_means, stored)
-    torch.testing.assert_close(stored[1], 0.5 * means[1])  # subject 1 was absent from the second batch
-    with pytest.raises(MERError, match="subject_mean_rate"):
-        LFDTCMEN(**TINY, lambda_id_mean=1.0, subject_mean_rate=0.0)
-
-
 def test_the_adversary_learns_in_its_own_group_at_a_scaled_learning_rate():
     module = LFDTCMEN(**TINY, lambda_id_adv=1.0, adversary_lr_scale=10.0)
     groups = module.configure_optimizers().param_groups
@@ -268,7 +240,7 @@ def test_without_the_adversary_the_model_is_unchanged():
     plain = LFDTCMEN(**TINY)
     torch.manual_seed(0)
     off = LFDTCMEN(**TINY, lambda_id_adv=0.0)
-    assert off.model.motion_identity_head is None and not hasattr(off, "subject_means")
+    assert off.model.motion_identity_head is None
     assert all(torch.equal(p, q) for p, q in zip(plain.state_dict().values(), off.state_dict().values(), strict=True))
     with pytest.raises(MERError, match="lambda_id_adv"):
         LFDTCMEN(**TINY, lambda_id_adv=-1.0)
@@ -289,7 +261,7 @@ def test_identity_loss_needs_the_linked_number_of_training_subjects():
 
 # ---------------------------------------------------------------- gradients, baseline, fit
 def test_one_backward_reaches_every_parameter():
-    module = LFDTCMEN(**TINY, lambda_id_adv=1.0, lambda_id_mean=1.0)
+    module = LFDTCMEN(**TINY, lambda_id_adv=1.0)
     data = batch()
     module.total_loss(module.loss_terms(data, module(data))).backward()
     parts = ("identity_encoder", "motion_encoder", "decoder", "fusion", "identity_head", "motion_identity_head", "flow_encoder",

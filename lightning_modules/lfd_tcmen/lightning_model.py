@@ -56,17 +56,14 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         dimension over the batch's B*(T-1) steps by ``standardise_columns``, so that shrinking the
         code cannot hide the subject; each step labelled with its clip's subject) through a
         gradient-reversal layer (``losses.scale_gradient``, factor ``-lambda_id_adv``; Ganin &
-        Lempitsky, ICML 2015), and learns in its own AdamW group at ``adversary_lr_scale * lr``;
-        and, when ``lambda_id_mean`` > 0, ``lambda_id_mean`` times a subject-mean term
-        (``subject_mean_loss``): the mean square of running estimates of each training subject's
-        mean (standardised) motion code, which is 0 when no subject's clips are offset from the
-        others'. Both are our reading of the abstract's identity loss and "purified" motion: the
+        Lempitsky, ICML 2015), and learns in its own AdamW group at ``adversary_lr_scale * lr``.
+        The adversary is our reading of the abstract's identity loss and "purified" motion: the
         orthogonality term only decorrelates the two codes across the batch, which does not stop the
-        motion code from carrying the subject itself. Both default to 0 (nothing is built or
-        computed) and are off in every shipped config: on the synthetic set neither lowered the
+        motion code from carrying the subject itself. It defaults to 0 (nothing is built or
+        computed) and is off in every shipped config: on the synthetic set it did not lower the
         linear probe's score of the motion code on training subjects beyond the seed-to-seed spread
-        (the adversary ends at chance on its own head while a refitted probe still finds the subject;
-        README). Both are part of L_id and so are off with ``lambda_id: 0`` too.
+        (it ends at chance on its own head while a refitted probe still finds the subject; README).
+        It is part of L_id and so is off with ``lambda_id: 0`` too.
       - L_cls: focal loss (gamma ``focal_gamma``) on the emotion logits.
       - Total: ``lambda_cls L_cls + sum lambda_k L_k`` over the DRL terms; a term with weight 0 is
         not computed (that is its switch). ``val/loss`` and ``test/loss`` are L_cls alone: the
@@ -91,8 +88,6 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         lambda_orth, lambda_rec, lambda_cons, lambda_cycle, lambda_id, lambda_cls: loss weights.
         lambda_id_adv: gradient-reversal factor of the motion-code adversary inside L_id (0 = none).
         adversary_lr_scale: the adversary's learning rate as a multiple of ``lr``.
-        lambda_id_mean: weight of the subject-mean term on the motion code inside L_id (0 = none).
-        subject_mean_rate: weight r of the current batch in the running subject means.
         focal_gamma: gamma of the focal loss.
         lr, weight_decay: AdamW settings.
     """
@@ -125,8 +120,6 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         lambda_cls: float = 1.0,
         lambda_id_adv: float = 0.0,
         adversary_lr_scale: float = 1.0,
-        lambda_id_mean: float = 0.0,
-        subject_mean_rate: float = 0.1,
         focal_gamma: float = 2.0,
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -139,11 +132,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
             raise MERError(f"lambda_id_adv is a gradient-reversal strength and must be >= 0, got {lambda_id_adv}")
         if adversary_lr_scale <= 0:
             raise MERError(f"adversary_lr_scale multiplies the learning rate and must be > 0, got {adversary_lr_scale}")
-        if lambda_id_mean < 0 or not 0 < subject_mean_rate <= 1:
-            raise MERError(f"need lambda_id_mean >= 0 and 0 < subject_mean_rate <= 1, got {lambda_id_mean} and {subject_mean_rate}")
         self.save_hyperparameters()
-        if use_drl and lambda_id > 0 and lambda_id_mean > 0:
-            self.register_buffer("subject_means", torch.zeros(num_identities, code_dim))
         self.model = LFDTCMENModel(
             num_classes, num_identities if use_drl and lambda_id > 0 else 0, use_drl, lambda_id_adv > 0, frame_channels,
             flow_channels, num_frames, motion_input, drl_size, code_dim, tuple(encoder_blocks), base_width, decoder_width, fusion_dim,
@@ -192,8 +181,6 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
             identity_logits = self.model.identity_head(ids.mean(dim=1))
             adversary = self.motion_adversary_loss(batch["identity"], motion)
             terms["id"] = identity_cross_entropy(identity_logits, batch["identity"]) + adversary
-            if self.hparams.lambda_id_mean > 0:
-                terms["id"] = terms["id"] + self.hparams.lambda_id_mean * self.subject_mean_loss(batch["identity"], motion)
         return terms
 
     def motion_adversary_loss(self, identity: Tensor, motion_codes: Tensor) -> Tensor:
@@ -206,28 +193,6 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         codes = scale_gradient(standardise_columns(steps.flatten(0, 1)), -self.hparams.lambda_id_adv)
         step_identity = identity.repeat_interleave(steps.shape[1])
         return identity_cross_entropy(self.model.motion_identity_head(codes), step_identity)
-
-    def subject_mean_loss(self, identity: Tensor, motion_codes: Tensor) -> Tensor:
-        """Mean square of the training subjects' mean motion codes: 0 when every subject's clips
-        have the same mean motion code, so that no linear read-out of the mean tells them apart.
-
-        Clip codes: the mean over steps 1..T-1 of the step codes standardised per dimension over the
-        batch (:func:`standardise_columns`; shrinking the codes does not lower the term). A subject's
-        mean is a running estimate ``(1 - r) * previous + r * batch mean`` (``r = subject_mean_rate``)
-        over the subject's clips in this batch; only the batch part carries gradient; in training
-        the estimate is stored (the ``subject_means`` buffer). Items marked -1 are ignored."""
-        steps = motion_codes[:, 1:]
-        clip_codes = standardise_columns(steps.flatten(0, 1)).view_as(steps).mean(dim=1)
-        members = F.one_hot(identity.clamp(min=0), len(self.subject_means)).to(clip_codes.dtype)
-        members = members * (identity >= 0).to(clip_codes.dtype)[:, None]  # (B, S)
-        counts = members.sum(dim=0)
-        present = counts > 0
-        batch_means = (members.transpose(0, 1) @ clip_codes) / counts.clamp(min=1)[:, None]
-        rate = self.hparams.subject_mean_rate
-        estimate = torch.where(present[:, None], (1 - rate) * self.subject_means + rate * batch_means, self.subject_means)
-        if self.training:
-            self.subject_means.copy_(estimate.detach())
-        return estimate[present].pow(2).mean() if present.any() else clip_codes.new_zeros(())
 
     def rebuild(self, identity_codes: Tensor, motion_codes: Tensor) -> Tensor:
         """Every frame t rebuilt from (onset identity code, motion code of t): (B, T, C, s, s)."""
