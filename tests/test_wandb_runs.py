@@ -18,7 +18,7 @@ from wandb.sdk.lib.service.service_token import UnixServiceToken
 
 from experiments.cli import mer_main
 from experiments.runner.plan import RunPlan
-from experiments.runner.wandb_runs import fold_logger_args
+from experiments.runner.wandb_runs import fold_logger_args, forget_dead_wandb_service
 from tests.conftest import run_in_process
 
 SWEEP_ID, TRIAL_ID = "sweep7ab", "trial3xy"
@@ -146,3 +146,15 @@ def test_outside_an_agent_folds_are_grouped_per_run_directory(tmp_path, monkeypa
     args = fold_logger_args(plan, tmp_path, 1)
     assert (args["id"], args["group"], args["project"], args["name"]) == ("run-abc-fold-001", "run-abc", "mer-suite",
                                                                          "fold-001-s1")
+
+
+def test_a_service_token_whose_socket_is_gone_is_dropped(tmp_path, monkeypatch):
+    """Tokens written by wandb's own UnixServiceToken: kept while the socket exists, dropped once it is gone."""
+    alive = tmp_path / "alive.sock"
+    alive.touch()
+    monkeypatch.setenv("WANDB_SERVICE", UnixServiceToken(parent_pid=1, path=str(alive)).env_value)
+    forget_dead_wandb_service()
+    assert os.environ["WANDB_SERVICE"].endswith(str(alive))
+    monkeypatch.setenv("WANDB_SERVICE", UnixServiceToken(parent_pid=1, path=str(tmp_path / "gone.sock")).env_value)
+    forget_dead_wandb_service()
+    assert "WANDB_SERVICE" not in os.environ

@@ -56,6 +56,16 @@ def sweep_trial() -> SweepTrial | None:
     return SweepTrial(sweep_id, run_id) if sweep_id and run_id else None
 
 
+def forget_dead_wandb_service() -> None:
+    """Drop a ``WANDB_SERVICE`` that names a wandb service whose socket is gone (left behind by a session
+    torn down since, e.g. between folds): wandb would fail to connect to it instead of starting its own.
+    The token is '<version>-<pid>-unix-<socket path>' (wandb 0.31's ``UnixServiceToken``); any other
+    value is left to wandb."""
+    version_pid_kind_path = os.environ.get("WANDB_SERVICE", "").split("-", 3)
+    if len(version_pid_kind_path) == 4 and version_pid_kind_path[2] == "unix" and not Path(version_pid_kind_path[3]).exists():
+        del os.environ["WANDB_SERVICE"]
+
+
 def park_agent_variables() -> None:
     """Hide the agent's variables from wandb in this process (and the processes it starts).
 
@@ -92,6 +102,7 @@ def fold_logger_args(plan: RunPlan, run_dir: Path, k: int) -> dict[str, Any]:
 
     In a trial the fold runs land in the sweep's project (``WANDB_PROJECT`` as the agent set it, else
     ``--wandb-project``) so that they share a project with the trial's run."""
+    forget_dead_wandb_service()
     trial = sweep_trial()
     args: dict[str, Any] = {
         "project": plan.wandb_project, "group": plan.group, "job_type": "fold",
@@ -146,6 +157,7 @@ def trial_run(plan: RunPlan, run_dir: Path, config: dict[str, Any]) -> Iterator[
 def _finished(where: dict[str, Any], plan: RunPlan, run_dir: Path, config: dict[str, Any]) -> Iterator[Any]:
     import wandb
 
+    forget_dead_wandb_service()
     run = wandb.init(**where, job_type="pooled", resume="allow", dir=str(run_dir), mode=plan.wandb, config=config,
                      reinit="create_new")
     try:
