@@ -33,10 +33,9 @@ from datamodules.errors import MERError
 from .loso import LOSODataModule
 
 MEMORY_SHARE = 0.5  # our choice: the table may take at most half of the device's free memory
-
-
 NO_INNER_VALIDATION = ("--fold-batch has no inner validation split (no early stopping per fold); "
                        "set --data.init_args.val_subjects 0 or use --fold-batch off")
+
 
 def stack_items(datamodule: LOSODataModule) -> dict[str, Tensor]:
     """Every table row's item as tensors (N, ...) in table order (the source's own dataset items)."""

@@ -8,7 +8,6 @@ Classes absent from both labels and predictions of a subset are left out of the 
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 from typing import Any
 

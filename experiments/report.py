@@ -180,7 +180,7 @@ def build_table(runs: list[Run], by: str | None) -> Table:
     names = short_names(differing, keys)
     for group in groups.values():
         group.params = {key: group.runs[0].config.get(key) for key in differing}
-        repeated = [run_.path for run_, other in _same_seed_pairs(group.runs, seeds)]
+        repeated = [run_.path for run_ in _repeated_seeds(group.runs, seeds)]
         if repeated:
             print(f"warning: {', '.join(map(str, repeated))} repeat another run's config and seeds; the mean ± std "
                   "of their group counts the same seed twice", file=sys.stderr)
@@ -188,17 +188,16 @@ def build_table(runs: list[Run], by: str | None) -> Table:
     return Table(ordered, names, ["all", *breakdown_scopes(runs)])
 
 
-def _same_seed_pairs(runs: list[Run], seeds: list[str]) -> list[tuple[Run, Run]]:
-    """(later run, earlier run) pairs of one group whose seeds are all equal: repetitions of one run."""
-    first: dict[str, Run] = {}
-    pairs = []
+def _repeated_seeds(runs: list[Run], seeds: list[str]) -> list[Run]:
+    """The runs of one group whose seeds an earlier run of the group already had: repetitions of one run."""
+    seen: set[str] = set()
+    repeated = []
     for run_ in runs:
         key = json.dumps([run_.config.get(seed) for seed in seeds], default=str)
-        if key in first:
-            pairs.append((run_, first[key]))
-        else:
-            first[key] = run_
-    return pairs
+        if key in seen:
+            repeated.append(run_)
+        seen.add(key)
+    return repeated
 
 
 def resolve_key(param: str, keys: list[str]) -> str:

@@ -7,6 +7,7 @@ from losses.focal import FocalLoss, focal_loss
 from losses.identity import identity_cross_entropy
 from losses.mine import MINE, scale_gradient
 from losses.orthogonal import orthogonal_components, orthogonal_loss
+from losses.reduction import masked_mean
 
 __all__ = [
     "MINE",
@@ -17,6 +18,7 @@ __all__ = [
     "divergence_loss",
     "focal_loss",
     "identity_cross_entropy",
+    "masked_mean",
     "orthogonal_components",
     "orthogonal_loss",
     "scale_gradient",

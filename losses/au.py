@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from losses.reduction import masked_mean
 
 
 def au_bce_loss(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -18,5 +19,4 @@ def au_bce_loss(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> 
     per_sample = F.binary_cross_entropy_with_logits(logits, targets.to(logits), reduction="none").sum(dim=-1)
     if mask is None:
         return per_sample.mean()
-    kept = torch.where(mask, per_sample, torch.zeros_like(per_sample))  # where, not *: an excluded NaN stays out
-    return kept.sum() / mask.sum().clamp(min=1).to(per_sample)
+    return masked_mean(per_sample, mask)

@@ -94,7 +94,8 @@ def test_no_finished_run_is_a_one_line_error(runs, capsys):
 def test_a_run_repeated_with_the_same_seed_is_named(runs, capsys, tmp_path):
     repeat = tmp_path / "repeat"
     variant(runs / "base" / "seed_0", repeat, SEED_1)  # seed 0's config and seed again
-    code, out, err = run_in_process(mer_main, ["report", str(runs / "base"), str(repeat), "--format", "csv"], capsys)
+    code, out, err = run_in_process(mer_main, ["report", str(runs / "base"), str(repeat), "--format", "csv",
+                                               "--confusion", str(tmp_path / "side.png")], capsys)
     assert code == 0, err
     assert f"warning: {repeat} repeat another run's config and seeds" in err
     assert list(pd.read_csv(io.StringIO(out))["n"]) == [3]

@@ -21,8 +21,8 @@ from experiments.cli import mer_main
 from experiments.sweep.spec import load_spec
 from experiments.sweep.summary import swept
 from datamodules.errors import MERError
-from experiments.sweep.study import (SweepSettings, metric_value, next_trial, open_study, reclaim_stale,
-                                     seeds_mean_metrics, unfinished)
+from experiments.runner.seeds import seeds_metrics
+from experiments.sweep.study import SweepSettings, metric_value, next_trial, open_study, reclaim_stale, unfinished
 from tests.conftest import ROOT, run_in_process
 
 LAMBDA_AU, LAMBDA_ORTH = "model.init_args.lambda_au", "model.init_args.lambda_orth"
@@ -162,8 +162,8 @@ def test_trial_metric_of_a_test_set_and_of_a_seeds_run() -> None:
         metric_value(metrics, "pooled/testB/uf1", Path("m.json"))
     summary = {"seeds": [0, 1], "pooled": {"uf1": {"mean": 0.6, "std": 0.1, "per_seed": [0.53, 0.67]}},
                "per_test_set": {"testA": {"uf1": {"mean": 0.2, "std": 0.0, "per_seed": [0.2, 0.2]}}}}
-    assert metric_value(seeds_mean_metrics(summary), "pooled/uf1", Path("s.json")) == 0.6
-    assert metric_value(seeds_mean_metrics(summary), "pooled/testA/uf1", Path("s.json")) == 0.2
+    assert metric_value(seeds_metrics(summary, "mean"), "pooled/uf1", Path("s.json")) == 0.6
+    assert metric_value(seeds_metrics(summary, "mean"), "pooled/testA/uf1", Path("s.json")) == 0.2
 
 
 def test_a_trial_without_heartbeat_is_queued_again_with_its_parameters(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from filelock import FileLock
 from ..metrics import pooled_metrics
 from ..reporting import atomic_write_csv, plot_confusion_matrix, result_table, write_json
 from .folds import FoldPaths, format_folds
+from .options import wandb_arguments
 from .plan import RunPlan
 
 
@@ -32,11 +33,7 @@ def finish_command(run_dir: Path, plan: RunPlan, folds: list[int], executor: Seq
     command = ["mer", "loso", "--config", str(run_dir / "config.yaml"), "--output", str(run_dir), *executor]
     if folds != list(range(plan.n_folds)):
         command += ["--folds", format_folds(folds)]
-    if plan.wandb != "offline":
-        command += ["--wandb", plan.wandb]
-    if plan.wandb_project != "mer-suite":
-        command += ["--wandb-project", plan.wandb_project]
-    return shlex.join(command)
+    return shlex.join(command + wandb_arguments(plan.wandb, plan.wandb_project))
 
 
 SHOWN_MISSING = 8  # folds named in the message; the finish command covers them all
@@ -91,6 +88,18 @@ def _pool(run_dir: Path, plan: RunPlan) -> dict[str, Any]:
     return metrics
 
 
+POOLED_SCORES = ("uf1", "uar", "acc")
+
+
+def wandb_summary(metrics: dict[str, Any]) -> dict[str, float]:
+    """The pooled scores under their W&B names (the names a sweep's metric uses): ``pooled/<score>`` and
+    ``pooled/<database or official test set>/<score>``, for the scores `metrics` holds."""
+    scopes = {"pooled": metrics, **{f"pooled/{name}": m for name, m in
+                                   {**metrics.get("per_dataset", {}), **(metrics.get("per_test_set") or {})}.items()}}
+    return {f"{prefix}/{score}": scope[score] for prefix, scope in scopes.items() for score in POOLED_SCORES
+            if score in scope and scope[score] is not None}
+
+
 def _log_pooled_to_wandb(run_dir: Path, plan: RunPlan, metrics: dict[str, Any]) -> None:
     """The pooled metrics as summary of the run ``pooled_run`` opens (a sweep trial's run under
     ``wandb agent``, where ``pooled/uf1`` is the sweep metric; else the run directory's 'pooled' run)."""
@@ -98,9 +107,7 @@ def _log_pooled_to_wandb(run_dir: Path, plan: RunPlan, metrics: dict[str, Any]) 
 
     from .wandb_runs import pooled_run
 
-    summary = {"pooled/uf1": metrics["uf1"], "pooled/uar": metrics["uar"], "pooled/acc": metrics["acc"]}
-    for name, m in {**metrics["per_dataset"], **(metrics.get("per_test_set") or {})}.items():
-        summary.update({f"pooled/{name}/uf1": m["uf1"], f"pooled/{name}/uar": m["uar"], f"pooled/{name}/acc": m["acc"]})
+    summary = wandb_summary(metrics)
     with pooled_run(plan, run_dir, metrics["config"]) as run:
         run.log({**summary, "confusion_matrix": wandb.Image(str(run_dir / "confusion_matrix.png"))})
         run.summary.update(summary)

@@ -86,11 +86,7 @@ def run_sequential(run_dir: Path, plan: RunPlan, folds: list[int], fold_batch: i
 
 def _fold_worker(run_dir: Path, job: list[int], fold_batch: int | None, slot: str, env: dict[str, str],
                  messages: mp.Queue) -> None:
-    """Body of a worker process: one job; its traceback goes to its first fold's error.log on failure.
-
-    The worker starts its own wandb service: an inherited ``WANDB_SERVICE`` may name one that the parent
-    has torn down since (``wandb.teardown`` between folds), and wandb would fail to connect to it."""
-    os.environ.pop("WANDB_SERVICE", None)
+    """Body of a worker process: one job; its traceback goes to its first fold's error.log on failure."""
     os.environ.update(env)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Lightning installs its requeue handler only over the default
     try:

@@ -66,3 +66,10 @@ class LosoOptions:
         defaults = {"--devices": None, "--folds-per-device": 1, "--workers": 1, "--fold-batch": "off"}
         named = [item for name, value in given.items() if value != defaults[name] for item in (name, str(value))]
         return named + (["--compile"] if self.compile else [])
+
+
+def wandb_arguments(mode: str, project: str) -> list[str]:
+    """``--wandb``/``--wandb-project`` as ``mer loso`` arguments, where they differ from the defaults."""
+    defaults = LosoOptions()
+    return ([*(["--wandb", mode] if mode != defaults.wandb else []),
+             *(["--wandb-project", project] if project != defaults.wandb_project else [])])

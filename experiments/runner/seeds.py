@@ -24,13 +24,12 @@ from datamodules.errors import MERError
 from ..metrics import mean_std
 from ..reporting import pyplot, save_figure, write_json
 from .folds import parse_numbers
-from .aggregate import aggregate
-from .options import LosoOptions
+from .aggregate import POOLED_SCORES as SCORES, aggregate, wandb_summary
+from .options import LosoOptions, wandb_arguments
 from .plan import MAX_SEED, RunPlan
 
 SUMMARY_JSON = "seeds_summary.json"
 SUMMARY_PNG = "seeds_summary.png"
-SCORES = ("uf1", "uar", "acc")
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -113,21 +112,28 @@ def log_mean_to_sweep_trial(output: Path, summary: dict[str, Any]) -> None:
     metric) with ``pooled/<score>_std`` beside it, also per test set / database; nothing otherwise."""
     from .wandb_runs import sweep_trial, trial_run
 
-    plan = RunPlan.load(seed_dir(output, summary["seeds"][0]))
-    if sweep_trial() is None or plan.wandb == "disabled":
+    if sweep_trial() is None:
         return
-    values: dict[str, float] = {}
-    scopes = [("pooled", summary["pooled"])] + [(f"pooled/{name}", table) for group in ("per_test_set", "per_dataset")
-                                                for name, table in (summary.get(group) or {}).items()]
-    for prefix, table in scopes:
-        for score in SCORES:
-            values[f"{prefix}/{score}"] = table[score]["mean"]
-            if table[score]["std"] is not None:
-                values[f"{prefix}/{score}_std"] = table[score]["std"]
+    plan = RunPlan.load(seed_dir(output, summary["seeds"][0]))
+    if plan.wandb == "disabled":
+        return
+    values = {**wandb_summary(seeds_metrics(summary, "mean")),
+              **{f"{name}_std": std for name, std in wandb_summary(seeds_metrics(summary, "std")).items()}}
     config = {**{k: v for k, v in plan.config.items() if k != "seed_everything"}, "seeds": summary["seeds"]}
     with trial_run(plan, output, config) as run:
         run.log(values)
         run.summary.update(values)
+
+
+def seeds_metrics(summary: dict[str, Any], statistic: str) -> dict[str, Any]:
+    """A seeds summary as pooled metrics (``metrics.json``'s layout) holding one `statistic` over the seeds:
+    'mean' or 'std' (None for a single seed)."""
+    def values(table: dict[str, Any]) -> dict[str, float | None]:
+        return {score: entry[statistic] for score, entry in table.items()}
+
+    return {**values(summary["pooled"]),
+            **{group: {name: values(table) for name, table in (summary.get(group) or {}).items()}
+               for group in ("per_dataset", "per_test_set")}}
 
 
 def _mean_std(entry: dict[str, Any]) -> str:
@@ -171,11 +177,7 @@ def resume_command(output: Path, options: LosoOptions) -> str:
                *options.executor_arguments()]
     if options.folds is not None:
         command += ["--folds", options.folds]
-    if options.wandb != "offline":
-        command += ["--wandb", options.wandb]
-    if options.wandb_project != "mer-suite":
-        command += ["--wandb-project", options.wandb_project]
-    return shlex.join(command)
+    return shlex.join(command + wandb_arguments(options.wandb, options.wandb_project))
 
 
 def pool(run_dir: Path) -> dict[str, Any] | None:

@@ -41,7 +41,7 @@ def n_tasks(n_folds: int, folds_per_task: int) -> int:
     return math.ceil(n_folds / folds_per_task)
 
 
-def directives(run_dir: Path, options: LosoOptions, job_name: str, log_name: str, time: str, cpus: int) -> list[str]:
+def _directives(run_dir: Path, options: LosoOptions, job_name: str, log_name: str, time: str, cpus: int) -> list[str]:
     """The #SBATCH lines both scripts share (None-valued options are left to the cluster's defaults)."""
     values = {
         "job-name": job_name,
@@ -60,7 +60,7 @@ def _worker(run_dir: Path, *args: str) -> str:
     return shlex.join([sys.executable, "-m", "experiments.runner.worker", str(run_dir), *args])
 
 
-def job_environment() -> list[str]:
+def _job_environment() -> list[str]:
     """Make the suite importable wherever the job starts (a clone that is not pip-installed); the job
     starts its own wandb service (sbatch exports the submitting shell's ``WANDB_SERVICE``, a socket of
     the submitting machine)."""
@@ -75,11 +75,11 @@ def array_script(folder: Path, options: LosoOptions, comments: list[str], log_na
     lines = [
         "#!/bin/bash",
         *(f"# {line}" for line in comments),
-        *directives(folder, options, job_name(folder), log_name, options.time, options.cpus_per_task),
+        *_directives(folder, options, _job_name(folder), log_name, options.time, options.cpus_per_task),
         f"#SBATCH --array=0-{tasks - 1}{parallel}",
         *([f"#SBATCH --gpus-per-task={options.gpus_per_task}"] if options.gpus_per_task else []),
         *extra_directives,
-        *job_environment(),
+        *_job_environment(),
         # srun makes the task a job step (the one signals reach); Slurm 22.05's srun needs its CPUs restated.
         f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    {command}",
     ]
@@ -91,8 +91,8 @@ def follow_up_script(folder: Path, options: LosoOptions, comments: list[str], na
     lines = [
         "#!/bin/bash",
         *(f"# {line}" for line in comments),
-        *directives(folder, options, f"{job_name(folder)}-{name}", f"{name}-%j.out", AGGREGATE_TIME, 1),
-        *job_environment(),
+        *_directives(folder, options, f"{_job_name(folder)}-{name}", f"{name}-%j.out", AGGREGATE_TIME, 1),
+        *_job_environment(),
         command,
     ]
     return "\n".join(lines) + "\n"
@@ -121,7 +121,7 @@ def aggregate_script(run_dir: Path, options: LosoOptions) -> str:
     return follow_up_script(run_dir, options, comments, "aggregate", _worker(run_dir, "--aggregate"))
 
 
-def job_name(run_dir: Path) -> str:
+def _job_name(run_dir: Path) -> str:
     return "mer-" + (re.sub(r"[^A-Za-z0-9_.-]", "_", run_dir.name) or "loso")
 
 
@@ -143,9 +143,9 @@ def submit_array_then(directory: Path, array: tuple[str, str], follow_up: tuple[
               f"array=$(sbatch --parsable {shlex.quote(str(array_path))}) && "
               f"sbatch --dependency=afterany:${{array%%;*}} {shlex.quote(str(follow_up_path))}")
         return None
-    array_id = sbatch(array_path)
+    array_id = _sbatch(array_path)
     try:
-        return array_id, sbatch(follow_up_path, f"--dependency=afterany:{array_id}")
+        return array_id, _sbatch(follow_up_path, f"--dependency=afterany:{array_id}")
     except MERError as err:
         raise MERError(f"array {array_id} is submitted but {follow_up_path.name} was refused ({err}); {if_refused}") from None
 
@@ -190,7 +190,7 @@ def launch_seeds_summary(output: Path, aggregation_ids: list[str], options: Loso
         print(f"# dry run: submit it once the seeds' aggregation jobs are submitted with: "
               f"sbatch --dependency=afterany:<their ids, colon-separated> {shlex.quote(str(script))}")
         return None
-    summary = sbatch(script, f"--dependency=afterany:{':'.join(aggregation_ids)}")
+    summary = _sbatch(script, f"--dependency=afterany:{':'.join(aggregation_ids)}")
     print(f"submitted the seeds summary job {summary} (starts when every seed's aggregation job has ended)")
     return summary
 
@@ -208,7 +208,7 @@ def check_launch(options: LosoOptions) -> None:
                        "(--dry-run writes and prints the scripts without submitting)")
 
 
-def sbatch(script: Path, *options: str) -> str:
+def _sbatch(script: Path, *options: str) -> str:
     """Submit one script; its job id (sbatch --parsable prints 'id' or 'id;cluster')."""
     done = subprocess.run(["sbatch", "--parsable", *options, str(script)], capture_output=True, text=True)
     if done.returncode:

@@ -36,7 +36,8 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from datamodules.errors import MERError
 
 from ..reporting import write_json
-from ..runner.seeds import SUMMARY_JSON as SEEDS_SUMMARY
+from ..runner.aggregate import wandb_summary
+from ..runner.seeds import SUMMARY_JSON as SEEDS_SUMMARY, seeds_metrics
 from .spec import Parameter, SweepSpec, load_spec
 
 SPEC_COPY = "spec.yaml"
@@ -192,23 +193,12 @@ def heartbeat(trial: Trial, interval: float) -> Iterator[None]:
 def metric_value(metrics: dict[str, Any], name: str, source: Path) -> float:
     """``pooled/uf1`` -> metrics['uf1']; ``pooled/<name>/uar`` -> the 'uar' of database or official test
     set <name> (metrics['per_dataset'] or metrics['per_test_set']), as ``mer loso`` logs them to W&B."""
-    *scope_name, key = name.removeprefix("pooled/").split("/")
-    scopes = {**metrics["per_dataset"], **(metrics.get("per_test_set") or {})}
-    scope = scopes.get(scope_name[0], {}) if scope_name else metrics
-    if len(scope_name) > 1 or key not in scope:
+    values = wandb_summary(metrics)
+    if name not in values:
+        scopes = {**metrics.get("per_dataset", {}), **(metrics.get("per_test_set") or {})}
         raise MERError(f"metric {name} is not in {source}: the pooled metrics are pooled/uf1, pooled/uar, "
                        f"pooled/acc and pooled/<name>/<uf1|uar|acc> for {', '.join(scopes)}")
-    return float(scope[key])
-
-
-def seeds_mean_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """A seeds run's summary (``seeds_summary.json``) as pooled metrics holding the means over the seeds."""
-    def means(table: dict[str, Any]) -> dict[str, float]:
-        return {score: entry["mean"] for score, entry in table.items()}
-
-    return {**means(summary["pooled"]),
-            **{group: {name: means(table) for name, table in (summary.get(group) or {}).items()}
-               for group in ("per_dataset", "per_test_set")}}
+    return float(values[name])
 
 
 def run_trial(trial: Trial, spec: SweepSpec, settings: SweepSettings, output: Path) -> float:
@@ -227,7 +217,7 @@ def run_trial(trial: Trial, spec: SweepSpec, settings: SweepSettings, output: Pa
         run_loso_command(args)
     seeds_file, metrics_file = run_dir / SEEDS_SUMMARY, run_dir / "metrics.json"
     if seeds_file.is_file():  # a trial command with --seeds: scored by the mean over its seeds
-        return metric_value(seeds_mean_metrics(json.loads(seeds_file.read_text())), spec.metric, seeds_file)
+        return metric_value(seeds_metrics(json.loads(seeds_file.read_text()), "mean"), spec.metric, seeds_file)
     if not metrics_file.is_file():
         raise MERError(f"trial {trial.number}: {run_dir} has no pooled metrics.json (see the lines above)")
     return metric_value(json.loads(metrics_file.read_text()), spec.metric, metrics_file)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from datamodules.errors import MERError
-from losses import consistency_loss, cross_correlation_loss, focal_loss, identity_cross_entropy, scale_gradient
+from losses import (consistency_loss, cross_correlation_loss, focal_loss, identity_cross_entropy, masked_mean,
+                    scale_gradient)
 
 from ..base import Batch, MERClassifier, WeightedLossMixin
 from .torch_model import LFDTCMENModel, MotionInput, different_subject_partners, standardise_columns
@@ -219,8 +220,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         ids, motion = outputs["identity_codes"], outputs["motion_codes"]
         identity_error = (cycle["re_identity"] - ids[:, 0]).pow(2).mean(dim=1)
         motion_error = (cycle["re_motion"] - motion[cycle["partner"], cycle["step"]]).pow(2).mean(dim=1)
-        weight = cycle["valid"].to(identity_error.dtype)
-        return ((identity_error + motion_error) * weight).sum() / weight.sum().clamp(min=1)
+        return masked_mean(identity_error + motion_error, cycle["valid"])
 
     def evaluation_loss(self, batch: Batch, outputs: dict[str, Tensor]) -> Tensor:
         """L_cls: evaluation items carry no training identity (see the class docstring)."""
@@ -228,7 +228,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW; the motion-code adversary (if any) in its own group at ``adversary_lr_scale * lr``."""
-        head = getattr(self.model, "motion_identity_head", None)  # the no-DRL model has no adversary
+        head = self.model.motion_identity_head
         adversary = {id(p) for p in head.parameters()} if head is not None else set()
         groups = [{"params": [p for p in self.parameters() if id(p) not in adversary]}]
         if head is not None:

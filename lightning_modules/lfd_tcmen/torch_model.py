@@ -149,14 +149,18 @@ class LFDTCMENModel(nn.Module):
         self.temporal = transformer_blocks(fusion_dim, temporal_depth, num_heads, mlp_ratio, dropout)
         self.norm = nn.LayerNorm(fusion_dim)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion_dim, num_classes))
+        self.identity_head: nn.Linear | None = None
+        self.motion_identity_head: nn.Linear | None = None
         if use_drl:
             self.identity_encoder = ResNet(blocks, frame_channels, code_dim, base_width=base_width)
             motion_channels = frame_channels * (2 if motion_input == "pair" else 1)
             self.motion_encoder = ResNet(blocks, motion_channels, code_dim, base_width=base_width)
             self.decoder = FrameDecoder(2 * code_dim, frame_channels, drl_size, decoder_width)
             self.fusion = GatedFusion(code_dim, fusion_dim)
-            self.identity_head = nn.Linear(code_dim, num_identities) if num_identities else None
-            self.motion_identity_head = nn.Linear(code_dim, num_identities) if num_identities and motion_adversary else None
+            if num_identities:
+                self.identity_head = nn.Linear(code_dim, num_identities)
+                if motion_adversary:
+                    self.motion_identity_head = nn.Linear(code_dim, num_identities)
 
     # -- DRL -----------------------------------------------------------------------------------
     def prepare_frames(self, frames: Tensor) -> Tensor:
