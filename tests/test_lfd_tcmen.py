@@ -136,6 +136,22 @@ def test_the_motion_encoder_reads_the_frame_relative_to_the_onset(motion_input: 
 
 
 # ---------------------------------------------------------------- the six terms, computed independently
+def test_the_motion_encoder_normalises_each_frame_alone_unless_batch_norm_is_asked_for():
+    """Default ``motion_norm="layer"``: a clip's motion codes in training mode do not depend on the
+    other clips of the batch; ``"batch"`` (the ablation) makes them depend; the identity and flow
+    encoders keep batch norm."""
+    torch.manual_seed(0)
+    frames = batch()["frames"]
+    for norm, alone_equals_together in (("layer", True), ("batch", False)):
+        model = LFDTCMEN(**TINY, motion_norm=norm).model.train()
+        together = model.disentangle(frames)["motion_codes"][:1, 1:]
+        alone = model.disentangle(frames[:1])["motion_codes"][:, 1:]
+        assert torch.allclose(together, alone, atol=1e-6) == alone_equals_together, norm
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.motion_encoder.modules()) == (norm == "batch")
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.identity_encoder.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.flow_encoder.modules())
+
+
 def test_each_loss_term_matches_plain_torch(stub_codec: LFDTCMEN):
     out, data = code_outputs(), batch()
     ids, motion, clip, logits = out["identity_codes"], out["motion_codes"], out["clip"], out["logits"]

@@ -19,6 +19,17 @@ Size = int | tuple[int, ...]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+Norm = Literal["batch", "layer"]
+
+
+def norm_layer(kind: Norm, channels: int, dims: int) -> nn.Module:
+    """'batch': BatchNorm (statistics over the batch); 'layer': GroupNorm with one group (each sample
+    normalised over its channels and positions, the same in training and evaluation)."""
+    if kind == "batch":
+        return _BN[dims](channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    raise ValueError(f"unknown norm {kind!r}; expected 'batch' or 'layer'")
 _MAXPOOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _GLOBAL_POOL = {("avg", 2): nn.AdaptiveAvgPool2d, ("avg", 3): nn.AdaptiveAvgPool3d,
                 ("max", 2): nn.AdaptiveMaxPool2d, ("max", 3): nn.AdaptiveMaxPool3d}
@@ -54,21 +65,23 @@ IMAGENET_2D = ResNetLayout(
 
 
 class BasicBlock(nn.Module):
-    """Two convs (``kernel``, ``padding``) with BN and an identity (or 1-wide projection) shortcut."""
+    """Two convs (``kernel``, ``padding``) with a norm layer (:func:`norm_layer`, BN by default) and an
+    identity (or 1-wide projection) shortcut."""
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: Size = 1, dims: int = 2, kernel: Size = 3, padding: Size = 1):
+    def __init__(self, in_planes: int, planes: int, stride: Size = 1, dims: int = 2, kernel: Size = 3, padding: Size = 1,
+                 norm: Norm = "batch"):
         super().__init__()
-        conv, bn = _CONV[dims], _BN[dims]
+        conv = _CONV[dims]
         self.conv1 = conv(in_planes, planes, kernel, stride=stride, padding=padding, bias=False)
-        self.bn1 = bn(planes)
+        self.bn1 = norm_layer(norm, planes, dims)
         self.conv2 = conv(planes, planes, kernel, padding=padding, bias=False)
-        self.bn2 = bn(planes)
+        self.bn2 = norm_layer(norm, planes, dims)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride not in (1, (1,) * dims) or in_planes != planes:
-            self.shortcut = nn.Sequential(conv(in_planes, planes, 1, stride=stride, bias=False), bn(planes))
+            self.shortcut = nn.Sequential(conv(in_planes, planes, 1, stride=stride, bias=False), norm_layer(norm, planes, dims))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -77,16 +90,16 @@ class BasicBlock(nn.Module):
 
 
 def make_stage(in_planes: int, planes: int, blocks: int, stride: Size, dims: int = 2, kernel: Size = 3,
-               padding: Size = 1) -> nn.Sequential:
+               padding: Size = 1, norm: Norm = "batch") -> nn.Sequential:
     """``blocks`` BasicBlocks; the first one carries the stride / channel change."""
-    layers = [BasicBlock(in_planes, planes, stride, dims, kernel, padding)]
-    layers += [BasicBlock(planes, planes, 1, dims, kernel, padding) for _ in range(blocks - 1)]
+    layers = [BasicBlock(in_planes, planes, stride, dims, kernel, padding, norm)]
+    layers += [BasicBlock(planes, planes, 1, dims, kernel, padding, norm) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
 
 
 class ResNet(nn.Module):
-    """Stem (conv, BN, ReLU, max-pool), four stages (``base_width`` × 1/2/4/8 channels), global
-    pool, Linear. The parts are public (``stem``, ``stages``, ``pool``, ``fc``) so a model can insert
+    """Stem (conv, norm, ReLU, max-pool), four stages (``base_width`` × 1/2/4/8 channels), global
+    pool, Linear; ``norm`` (:func:`norm_layer`) is BatchNorm unless set. The parts are public (``stem``, ``stages``, ``pool``, ``fc``) so a model can insert
     a module between stages.
 
     Input (B, C, H, W) for 2D or (B, C, T, H, W) for 3D layouts; output (B, num_features). With
@@ -95,19 +108,19 @@ class ResNet(nn.Module):
 
     def __init__(self, layers: Sequence[int], in_channels: int = 3, num_features: int = 512,
                  layout: ResNetLayout = IMAGENET_2D, base_width: int = 64,
-                 global_pool: Literal["avg", "max"] = "avg") -> None:
+                 global_pool: Literal["avg", "max"] = "avg", norm: Norm = "batch") -> None:
         super().__init__()
         d, stem, pool = layout.dims, layout.stem, layout.stem_pool
         self.stem = nn.Sequential(
             _CONV[d](in_channels, base_width, stem.kernel, stride=stem.stride, padding=stem.padding, bias=False),
-            _BN[d](base_width),
+            norm_layer(norm, base_width, d),
             nn.ReLU(inplace=True),
             _MAXPOOL[d](pool.kernel, stride=pool.stride, padding=pool.padding),
         )
         stages, in_planes = [], base_width
         for i, (spec, blocks) in enumerate(zip(layout.stages, layers)):
             planes = base_width * 2**i
-            stages.append(make_stage(in_planes, planes, blocks, spec.stride, d, spec.kernel, spec.padding))
+            stages.append(make_stage(in_planes, planes, blocks, spec.stride, d, spec.kernel, spec.padding, norm))
             in_planes = planes
         self.stages = nn.Sequential(*stages)
         self.out_channels = in_planes

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.backbones.resnet import BasicBlock, ResNet
+from lightning_modules.backbones.resnet import BasicBlock, Norm, ResNet
 from lightning_modules.backbones.vit import transformer_blocks
 
 MotionInput = Literal["difference", "pair"]
@@ -110,7 +110,8 @@ class LFDTCMENModel(nn.Module):
     ``drl_size`` inside the model. Encoders: ``ResNet(encoder_blocks, ..., base_width)`` in the
     ImageNet 2D layout (identity: C channels; flow: C'). The motion encoder reads a frame relative
     to the onset: ``motion_input="difference"`` (difference of the two frames, each standardised
-    by :func:`standardise`, C channels) or ``"pair"`` (frame and onset stacked, 2C channels).
+    by :func:`standardise`, C channels) or ``"pair"`` (frame and onset stacked, 2C channels); its
+    norm layers are ``motion_norm`` (``backbones.resnet.norm_layer``), the other encoders' BatchNorm.
     ``num_identities`` > 0 adds the subject classifier on the identity code (``identity_head``) and,
     with ``motion_adversary``, the adversary on the clip's motion code (``motion_identity_head``).
     """
@@ -125,6 +126,7 @@ class LFDTCMENModel(nn.Module):
         flow_channels: int = 2,
         num_frames: int = 8,
         motion_input: MotionInput = "difference",
+        motion_norm: Norm = "layer",
         drl_size: int = 64,
         code_dim: int = 64,
         encoder_blocks: Sequence[int] = (2, 2, 2, 2),
@@ -154,7 +156,7 @@ class LFDTCMENModel(nn.Module):
         if use_drl:
             self.identity_encoder = ResNet(blocks, frame_channels, code_dim, base_width=base_width)
             motion_channels = frame_channels * (2 if motion_input == "pair" else 1)
-            self.motion_encoder = ResNet(blocks, motion_channels, code_dim, base_width=base_width)
+            self.motion_encoder = ResNet(blocks, motion_channels, code_dim, base_width=base_width, norm=motion_norm)
             self.decoder = FrameDecoder(2 * code_dim, frame_channels, drl_size, decoder_width)
             self.fusion = GatedFusion(code_dim, fusion_dim)
             if num_identities:
