@@ -252,3 +252,27 @@ def test_jobs_reuse_started_groups_and_slurm_tasks_pass_the_option(tmp_path: Pat
                    threads_per_fold=1, config={"trainer": {"devices": "auto"}, "data": {"init_args": {}}})
     assert runner.group_config(plan, started)["trainer"]["devices"] == 1  # never a DDP group splitting its folds' steps
     assert "--fold-batch auto" in folds_script(run_dir, list(range(8)), LosoOptions(fold_batch="auto"))
+
+
+def test_auto_groups_share_the_host_memory_among_the_local_cpu_workers(tmp_path: Path, cache_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under --fold-batch auto each of W local CPU workers sizes its group from 1/W of the free memory: with W
+    workers and W times the memory a worker picks the size one worker picks alone; the workers' slots say W."""
+    from experiments.runner.local import make_slots
+
+    run_dir, plan = planned(tmp_path, cache_dir)
+    cli = instantiate(runner.group_config(plan, runner.GroupPaths(run_dir, tuple(FOLDS))))
+    cli.datamodule.prepare_data()
+
+    def size(free: float, workers: int) -> int:
+        monkeypatch.setattr(runner, "free_memory", lambda device: int(free))
+        monkeypatch.setenv(runner.HOST_WORKERS, str(workers))
+        return runner.auto_group_size(cli.model, cli.datamodule, plan, FOLDS, torch.device("cpu"))
+
+    frees = [2.0 ** i for i in range(21, 40)]
+    alone = [size(free, 1) for free in frees]
+    assert alone[0] == 1 and alone[-1] == len(FOLDS)
+    assert [size(2 * free, 2) for free in frees] == alone
+    assert any(size(free, 2) < n for free, n in zip(frees, alone))
+    assert [slot.env for slot in make_slots(None, 1, 3)] == [{runner.HOST_WORKERS: "3"}] * 3
+    assert all(runner.HOST_WORKERS not in slot.env for slot in make_slots("0,1", 1, 1))

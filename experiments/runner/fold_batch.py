@@ -22,6 +22,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .plan import RunPlan, instantiate, with_trainer
 from .seeding import EpochSeeding, epoch_seed
 
 AUTO_MEMORY_SHARE = 0.6  # our choice: under `auto`, a group may fill 60 % of the free device memory
+HOST_WORKERS = "MER_HOST_WORKERS"  # environment: how many local CPU workers share the host's memory
 CHECKPOINT_EVERY_S = 30.0  # our choice: epoch-end checkpoints at most this often (and after the last epoch)
 
 
@@ -191,9 +193,16 @@ def saved_bytes(module: FoldBatch, data: DeviceResidentFolds) -> int:
     return total
 
 
+def memory_sharers(device: torch.device) -> int:
+    """How many jobs size their groups from `device`'s free memory at once: on the CPU the local
+    workers (``HOST_WORKERS``, set by the local executor), on a GPU one."""
+    return max(1, int(os.environ.get(HOST_WORKERS, "1"))) if device.type == "cpu" else 1
+
+
 def auto_group_size(model: Any, datamodule: Any, plan: RunPlan, folds: list[int], device: torch.device) -> int:
-    """As many folds as fit in AUTO_MEMORY_SHARE of the free memory: per fold its weights, gradients and two
-    optimiser moments, and one step's activations (measured on one fold)."""
+    """As many folds as fit in this job's share (:func:`memory_sharers`) of AUTO_MEMORY_SHARE of the free
+    memory: per fold its weights, gradients and two optimiser moments, and one step's activations
+    (measured on one fold), next to the job's own copy of the data."""
     probe_fold = folds[:1]
     data = DeviceResidentFolds(datamodule, probe_fold, device)
     module = FoldBatch(fold_models(model, datamodule, plan, probe_fold), data).to(device)
@@ -203,7 +212,7 @@ def auto_group_size(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]
     del module, data
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the probe's blocks, else counted as used
-    budget = AUTO_MEMORY_SHARE * free_memory(device) - table
+    budget = AUTO_MEMORY_SHARE * free_memory(device) / memory_sharers(device) - table
     return max(1, min(len(folds), int(budget // max(per_fold, 1))))
 
 

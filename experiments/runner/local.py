@@ -27,7 +27,7 @@ from datamodules.errors import MERError
 
 from ..lightning_cli import on_slurm
 from .folds import FoldPaths, format_folds
-from .fold_batch import job_chunks, parse_fold_batch, run_fold_job, started_groups
+from .fold_batch import HOST_WORKERS, job_chunks, parse_fold_batch, run_fold_job, started_groups
 from .job import run_fold
 from .plan import RunPlan, is_rank_zero, parse_devices
 
@@ -46,7 +46,7 @@ def make_slots(devices: str | None, folds_per_device: int, workers: int) -> list
     if devices is not None:
         return [Slot(f"g{d}.{j}" if folds_per_device > 1 else f"g{d}", {"CUDA_VISIBLE_DEVICES": d})
                 for d in parse_devices(devices) for j in range(folds_per_device)]
-    return [Slot(f"w{i}") for i in range(workers)]
+    return [Slot(f"w{i}", {HOST_WORKERS: str(workers)}) for i in range(workers)]
 
 
 def fold_bar(folds: list[int], done: int) -> tqdm:
