@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.backbones.resnet import ResNet, norm_layer
+from lightning_modules.backbones.resnet import IMAGENET_2D, ConvSpec, ResNet, ResNetLayout, norm_layer
 
 
 def has_batch_norm(module: nn.Module) -> bool:
@@ -22,8 +22,6 @@ def test_layer_norm_normalises_each_sample_over_its_channels_and_positions():
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_a_layer_norm_resnet_treats_each_sample_alone_and_the_same_in_training_and_evaluation(dims: int):
-    from lightning_modules.backbones.resnet import IMAGENET_2D, ConvSpec, ResNetLayout
-
     layout = IMAGENET_2D if dims == 2 else ResNetLayout(3, ConvSpec(3, 1, 1), ConvSpec(1), (ConvSpec(3, 1, 1),) * 4)
     torch.manual_seed(0)
     net = ResNet((1, 1, 1, 1), 3, 5, layout=layout, base_width=4, norm="layer")

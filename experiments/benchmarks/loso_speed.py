@@ -34,11 +34,11 @@ import torch
 import yaml
 
 from ..metrics import pooled_metrics
-from .common import device_name, run_benchmark
 from ..runner.folds import FoldPaths
 from ..runner.local import run_local
 from ..runner.options import LosoOptions
 from ..runner.plan import instantiate, plan_run, with_trainer
+from .common import device_name, run_benchmark
 
 CONFIGS = {"ststnet_cde": Path("configs/ststnet/megc2019_cde.yaml"), "medn_synthetic": Path("configs/medn/synthetic.yaml")}
 CPU_SIZED = {  # (epochs, folds, data/model overrides) of the default, CPU-sized run

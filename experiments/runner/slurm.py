@@ -125,6 +125,19 @@ def _job_name(run_dir: Path) -> str:
     return "mer-" + (re.sub(r"[^A-Za-z0-9_.-]", "_", run_dir.name) or "loso")
 
 
+def write_scripts(directory: Path, scripts: dict[str, str], dry_run: bool) -> list[Path]:
+    """Write the job scripts {name: text} into `directory` (atomically) and their paths; with `dry_run`
+    each is also printed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in scripts.items():
+        atomic_write_text(directory / name, text)
+        if dry_run:
+            print(f"# ---- {directory / name}\n{text}")
+        paths.append(directory / name)
+    return paths
+
+
 def submit_array_then(directory: Path, array: tuple[str, str], follow_up: tuple[str, str], dry_run: bool,
                       if_refused: str) -> tuple[str, str] | None:
     """Write an array script and its follow-up job's script (name, text) into `directory` and submit
@@ -132,13 +145,8 @@ def submit_array_then(directory: Path, array: tuple[str, str], follow_up: tuple[
 
     With `dry_run` the scripts and the commands that submit them are printed instead and None is
     returned. `if_refused` tells the user what to do when the array is in but the follow-up refused."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in (array, follow_up):
-        atomic_write_text(directory / name, text)
-    array_path, follow_up_path = directory / array[0], directory / follow_up[0]
+    array_path, follow_up_path = write_scripts(directory, dict([array, follow_up]), dry_run)
     if dry_run:
-        for path, (_, text) in ((array_path, array), (follow_up_path, follow_up)):
-            print(f"# ---- {path}\n{text}")
         print(f"# dry run: nothing submitted. Submit these scripts (as printed or after editing) with:\n"
               f"array=$(sbatch --parsable {shlex.quote(str(array_path))}) && "
               f"sbatch --dependency=afterany:${{array%%;*}} {shlex.quote(str(follow_up_path))}")
@@ -182,11 +190,9 @@ def launch_seeds_summary(output: Path, aggregation_ids: list[str], options: Loso
     comments = [f"mer loso --seeds summary of {output} once every seed's aggregation job has ended:",
                 "seeds_summary.json and .png, or the seeds still missing.",
                 f"Summarise again by hand: mer loso --aggregate-only {output}"]
-    script = output / SLURM_DIR / SEEDS_SUMMARY_SCRIPT
-    script.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(script, follow_up_script(output, options, comments, "seeds-summary", _worker(output, "--aggregate")))
+    text = follow_up_script(output, options, comments, "seeds-summary", _worker(output, "--aggregate"))
+    (script,) = write_scripts(output / SLURM_DIR, {SEEDS_SUMMARY_SCRIPT: text}, options.dry_run)
     if options.dry_run:
-        print(f"# ---- {script}\n{script.read_text()}")
         print(f"# dry run: submit it once the seeds' aggregation jobs are submitted with: "
               f"sbatch --dependency=afterany:<their ids, colon-separated> {shlex.quote(str(script))}")
         return None

@@ -19,6 +19,10 @@ Size = int | tuple[int, ...]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_MAXPOOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_GLOBAL_POOL = {("avg", 2): nn.AdaptiveAvgPool2d, ("avg", 3): nn.AdaptiveAvgPool3d,
+                ("max", 2): nn.AdaptiveMaxPool2d, ("max", 3): nn.AdaptiveMaxPool3d}
+
 Norm = Literal["batch", "layer"]
 
 
@@ -30,9 +34,6 @@ def norm_layer(kind: Norm, channels: int, dims: int) -> nn.Module:
     if kind == "layer":
         return nn.GroupNorm(1, channels)
     raise ValueError(f"unknown norm {kind!r}; expected 'batch' or 'layer'")
-_MAXPOOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
-_GLOBAL_POOL = {("avg", 2): nn.AdaptiveAvgPool2d, ("avg", 3): nn.AdaptiveAvgPool3d,
-                ("max", 2): nn.AdaptiveMaxPool2d, ("max", 3): nn.AdaptiveMaxPool3d}
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ def make_stage(in_planes: int, planes: int, blocks: int, stride: Size, dims: int
 
 class ResNet(nn.Module):
     """Stem (conv, norm, ReLU, max-pool), four stages (``base_width`` × 1/2/4/8 channels), global
-    pool, Linear; ``norm`` (:func:`norm_layer`) is BatchNorm unless set. The parts are public (``stem``, ``stages``, ``pool``, ``fc``) so a model can insert
-    a module between stages.
+    pool, Linear; ``norm`` (:func:`norm_layer`) is BatchNorm unless set. The parts are public
+    (``stem``, ``stages``, ``pool``, ``fc``) so a model can insert a module between stages.
 
     Input (B, C, H, W) for 2D or (B, C, T, H, W) for 3D layouts; output (B, num_features). With
     the ImageNet layout any input of >= ~28 px works (adaptive pooling).
