@@ -18,7 +18,7 @@ from datamodules.face.tvl1_torch import (
     TVL1Work, divergence, forward_gradient, median_filter, resize_linear, tvl1_flow, warp_bicubic,
 )
 from datamodules.preprocessing import TVL1Settings, flow_sequence
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from experiments.prepare import build_parser
 
 from .conftest import require_shared, run_in_process
