@@ -28,11 +28,16 @@ from datamodules.errors import MERError
 from datamodules.loso import LOSODataModule
 from lightning_modules.base import MERClassifier
 
+from .config_files import PARSER_MODE
+
 # Loggers of Lightning's informational lines that our commands do not show: the device report ("GPU
 # available: ...", "TPU available: ...", the CUDA_VISIBLE_DEVICES line), install tips ("💡 Tip: ...
 # litlogger / litmodels") and "Seed set to N" (the seed is in the config). Warnings and errors stay.
 CHATTY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                   "lightning.fabric.utilities.seed")
+# Every parser of the suite's LightningCLI (the main one and each subcommand's): errors raise (our commands
+# word them in one line), and config files may interpolate values and extend a base file (config_files).
+PARSER = {"exit_on_error": False, "parser_mode": PARSER_MODE}
 # ckpt_path values Lightning resolves itself (not files)
 SPECIAL_CHECKPOINTS = ("best", "last", "hpc", "registry")
 
@@ -131,6 +136,7 @@ def make_cli(args: list[str] | dict[str, Any] | None, run: bool = True, prog: st
         seed_everything_default=0,
         args=args,
         run=run,
-        parser_kwargs={"exit_on_error": False, **({"prog": prog} if prog else {})},
+        parser_kwargs={**PARSER, **({"prog": prog} if prog else {}),
+                       **{subcommand: dict(PARSER) for subcommand in cli_class.subcommands()}},
         **kwargs,
     )

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
-import yaml
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 
 from datamodules.annotations import DATASETS
@@ -29,6 +28,7 @@ from datamodules.errors import MERError
 from datamodules.face import contact_sheet
 from datamodules.loso import LOSODataModule
 
+from .config_files import read_config
 from .exit_codes import one_line
 from .signature_options import add_signature_options
 
@@ -68,7 +68,7 @@ def datamodule_from(args: Namespace) -> ReleaseDataModule | CompositeReleaseData
     if args.config:
         if not args.config.is_file():
             raise MERError(f"config not found: {args.config}")
-        data = (yaml.safe_load(args.config.read_text()) or {}).get("data") or {}
+        data = read_config(args.config).get("data") or {}
     elif args.dataset is None:
         raise MERError("name a dataset (one of " + ", ".join(DATASETS) + ") or give --config")
     class_path = data.get("class_path")

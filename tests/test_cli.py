@@ -13,6 +13,7 @@ import lightning as L
 import pytest
 import yaml
 
+from experiments.config_files import read_config
 from experiments.main import FOLD_RESUME, SUBCOMMANDS, lightning_main, mer_main
 from experiments.lightning_cli import make_cli
 from tests.conftest import run_in_process
@@ -33,7 +34,7 @@ def test_every_config_parses_with_print_config(config, capsys):
         make_cli(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    source = yaml.safe_load(config.read_text())
+    source = read_config(config)  # composed (extends:) and interpolated, as the CLI reads it
     assert printed["model"]["class_path"].endswith(source["model"]["class_path"].split(".")[-1])
     for key, value in source["model"].get("init_args", {}).items():
         assert printed["model"]["init_args"][key] == value, key

@@ -14,6 +14,7 @@ import yaml
 
 from datamodules.fold_batch_data import DeviceResidentFolds
 from datamodules.errors import MERError
+from experiments.config_files import read_config
 from experiments.runner.jobs import FoldGroupJob, pending_jobs
 from experiments.runner.jobs import fold_group_job as runner
 from experiments.runner.jobs.fold_job import fold_config
@@ -197,7 +198,7 @@ def test_fold_batch_refused_where_it_cannot_stack(tmp_path: Path) -> None:
 
     with pytest.raises(MERError, match="cannot be fold-batched"):
         check_fold_batchable(Xie2022)
-    xie = yaml.safe_load(Path("configs/xie2022/synthetic.yaml").read_text())
+    xie = read_config(Path("configs/xie2022/synthetic.yaml"))
     with pytest.raises(MERError, match="Xie2022 .*--fold-batch off"):
         run_loso(yaml.safe_dump(xie), LosoOptions.of(output=tmp_path / "xie", fold_batch="2"))
     with pytest.raises(MERError, match="--fold-batch 'two'"):

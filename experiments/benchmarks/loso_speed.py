@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
+from ..config_files import read_config
 from ..metrics import pooled_metrics
 from ..runner.executors.local import run_local
 from ..runner.options import FoldBatching, LocalExecutor, LosoOptions
@@ -49,7 +49,7 @@ CPU_SIZED = {  # (epochs, folds, data/model overrides) of the default, CPU-sized
 
 def workload_config(name: str, published: bool, epochs: int | None, device: str) -> tuple[RunConfig, str | None]:
     """The workload's config (CPU-sized unless `published`) and its fold selection."""
-    values = yaml.safe_load(CONFIGS[name].read_text())
+    values = read_config(CONFIGS[name])
     default_epochs, folds, overrides = CPU_SIZED[name]
     if not published:
         for section, section_values in overrides.items():
