@@ -69,8 +69,9 @@ def main(args: list[str]) -> None:
         return
     cli = parse(args)
     options = cli.options()
-    if options.scope.output is None and cli.config.get("config"):
-        options.scope.output = default_output(str(cli.config.config[0]))
+    config_file = _value_of(("--config", "-c"), args)
+    if options.scope.output is None and config_file is not None:
+        options.scope.output = default_output(config_file)
     run_loso(cli.fold_config_yaml(), options)
 
 
@@ -79,11 +80,12 @@ def default_output(config_path: str) -> Path:
     return Path("outputs") / f"{path.parent.name}-{path.stem}"
 
 
-def _value_of(option: str, args: list[str]) -> str | None:
-    """The value of `option` given as `--option VALUE` or `--option=VALUE`, else None."""
+def _value_of(options: str | tuple[str, ...], args: list[str]) -> str | None:
+    """The first value of an option (any of `options`) given as `--option VALUE` or `--option=VALUE`, else None."""
+    names = (options,) if isinstance(options, str) else options
     for i, arg in enumerate(args):
-        if arg == option and i + 1 < len(args):
+        if arg in names and i + 1 < len(args):
             return args[i + 1]
-        if arg.startswith(option + "="):
+        if arg.startswith(tuple(name + "=" for name in names)):
             return arg.split("=", 1)[1]
     return None

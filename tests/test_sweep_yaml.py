@@ -62,8 +62,8 @@ def test_agent_command_parses_with_our_cli_and_sets_the_lambdas(path, tmp_path, 
     init = cli.config.model.init_args
     assert (init.lambda_au, init.lambda_orth) == (0.4, 1.6)
     options = cli.options()
-    assert options.wandb == "online"  # an offline trial would never report its metric to the sweep
-    assert options.output == Path("outputs/wandb-sweeps/run7")  # one run folder per W&B run
+    assert options.wandb.mode == "online"  # an offline trial would never report its metric to the sweep
+    assert options.scope.output == Path("outputs/wandb-sweeps/run7")  # one run folder per W&B run
     assert "lambda_au: 0.4" in cli.fold_config_yaml()
 
 

@@ -15,6 +15,8 @@ from jsonargparse import ArgumentParser, Namespace
 
 from datamodules.errors import MERError
 
+from ..atomic_files import write_json
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
@@ -44,8 +46,6 @@ def main(argv: list[str]) -> None:
 def run(args: Namespace) -> None:
     if (args.run_dir is None) == (args.predictions is None):
         raise MERError("give either a run directory (mer audit RUN_DIR) or --predictions FILE.csv, not both or neither")
-    from ..atomic_files import write_json
-
     if args.predictions is not None:
         from .predictions_file import Columns, audit_predictions
 

@@ -18,6 +18,9 @@ from jsonargparse import ArgumentParser, Namespace
 
 from datamodules.errors import MERError
 
+from ..atomic_files import write_json
+from ..runner.fold_selection import format_folds, parse_folds
+
 if TYPE_CHECKING:
     from ..runner.run_plan import RunPlan
 
@@ -44,7 +47,6 @@ def main(argv: list[str]) -> None:
 
 
 def run(args: Namespace) -> None:
-    from ..atomic_files import write_json
     from .output import plot_probe, probe_table
     from .probe_run import probe_run
 
@@ -63,8 +65,6 @@ def run(args: Namespace) -> None:
 
 def output_stem(folds: str | None, plan: RunPlan) -> str:
     """'probe' for every finished fold; 'probe_folds-1-3' for --folds 1-3 (a subset never replaces the whole)."""
-    from ..runner.fold_selection import format_folds, parse_folds
-
     return "probe" if folds is None else f"probe_folds-{format_folds(parse_folds(folds, plan.n_folds))}"
 
 

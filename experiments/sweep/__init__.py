@@ -21,6 +21,8 @@ from typing import Literal, Optional
 
 from jsonargparse import ArgumentParser, Namespace
 
+from datamodules.errors import MERError
+
 DEFAULT_OUTPUT = Path("outputs/sweeps")
 
 
@@ -59,8 +61,6 @@ def main(argv: list[str]) -> None:
 
 
 def run(args: Namespace) -> None:
-    from datamodules.errors import MERError
-
     from ..runner.options import SlurmOptions, parse_devices
     from .launch import launch_slurm, run_local_workers
     from .setup import check_output, check_spec, claim_output
