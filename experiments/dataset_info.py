@@ -13,6 +13,7 @@ from datamodules.annotations import DATASETS, PROTOCOLS, Annotations, load_annot
 def build_parser() -> ArgumentParser:
     protocols = "; ".join(f"{name}: {', '.join(PROTOCOLS[name])}" for name in DATASETS)
     parser = ArgumentParser(
+        prog="mer dataset-info", exit_on_error=False,
         description="Samples, subjects, class counts, excluded emotions and sheet warnings of a database's "
                     "annotation sheet(s) under a protocol. Needs no frames.",
         epilog=f"protocols per dataset: {protocols}")
@@ -25,6 +26,11 @@ def build_parser() -> ArgumentParser:
                        ("--no-fold-intensity", "keep AU intensities A-E apart (12A != 12)")):
         parser.add_argument(flag, type=bool, nargs="?", const=True, default=False, help=text)
     return parser
+
+
+def main(argv: list[str]) -> None:
+    """`mer dataset-info` on `argv`."""
+    run(build_parser().parse_args(argv))
 
 
 def run(args: Namespace) -> None:

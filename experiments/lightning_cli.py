@@ -1,5 +1,5 @@
 """The suite's LightningCLI: what `lightning`/`mer fit|validate|test|predict` run, what `mer loso` parses
-and what every fold job of the runner instantiates.
+(``experiments.loso.LosoCLI``) and what every fold job of the runner instantiates.
 
 Models and datamodules are chosen with ``class_path``/``init_args``; the datamodule's label space
 (``num_classes``, ``num_aus``) and its fold's training subjects (``num_identities``) are linked into
@@ -10,7 +10,6 @@ cluster environment is chosen deliberately: SLURM's inside a SLURM job, the plai
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -29,14 +28,16 @@ from datamodules.errors import MERError
 from datamodules.loso import LOSODataModule
 from lightning_modules.base import MERClassifier
 
-from .command_line import add_signature_options
-from .runner.options import LosoOptions
+from .config_files import PARSER_MODE
 
 # Loggers of Lightning's informational lines that our commands do not show: the device report ("GPU
 # available: ...", "TPU available: ...", the CUDA_VISIBLE_DEVICES line), install tips ("💡 Tip: ...
 # litlogger / litmodels") and "Seed set to N" (the seed is in the config). Warnings and errors stay.
 CHATTY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                   "lightning.fabric.utilities.seed")
+# Every parser of the suite's LightningCLI (the main one and each subcommand's): errors raise (our commands
+# word them in one line), and config files may interpolate values and extend a base file (config_files).
+PARSER = {"exit_on_error": False, "parser_mode": PARSER_MODE}
 # ckpt_path values Lightning resolves itself (not files)
 SPECIAL_CHECKPOINTS = ("best", "last", "hpc", "registry")
 
@@ -135,30 +136,7 @@ def make_cli(args: list[str] | dict[str, Any] | None, run: bool = True, prog: st
         seed_everything_default=0,
         args=args,
         run=run,
-        parser_kwargs={"exit_on_error": False, **({"prog": prog} if prog else {})},
+        parser_kwargs={**PARSER, **({"prog": prog} if prog else {}),
+                       **{subcommand: dict(PARSER) for subcommand in cli_class.subcommands()}},
         **kwargs,
     )
-
-
-class LosoCLI(MERCLI):
-    """`mer loso`: a one-fold config as `lightning fit` reads it (``--config``, overrides), plus the
-    runner's options (:class:`LosoOptions`, e.g. ``--folds 0-3``). Parses only: the runner builds
-    every fold itself from the resolved config."""
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        super().add_arguments_to_parser(parser)
-        add_signature_options(parser, LosoOptions)
-
-    def instantiate_classes(self) -> None:
-        """Nothing to build here (the runner instantiates each fold)."""
-
-    def options(self) -> LosoOptions:
-        return LosoOptions(**{field.name: self.config[field.name] for field in dataclasses.fields(LosoOptions)})
-
-    def fold_config_yaml(self) -> str:
-        """The resolved config without the runner's options, as ``lightning fit --print_config`` would
-        print it without the subcommand level."""
-        config = self.config.clone()
-        for field in dataclasses.fields(LosoOptions):
-            del config[field.name]
-        return self.parser.dump(config, skip_none=False, skip_check=True)

@@ -6,7 +6,7 @@ validation split of training subjects); its LAST weights, or the checkpoint a Mo
 on that inner validation split, predict the held-out samples. Nothing is selected on them. The
 folds follow the datamodule's fold plan (LOSO, subject k-fold or an official split). The run is planned first (every check before
 anything is written), then its folds are run as jobs by an executor (``experiments.runner``),
-then pooled.
+then pooled. This module is the command: it parses the config and the runner's options.
 
 Output directory::
 
@@ -19,78 +19,60 @@ Output directory::
     predictions.csv  metrics.json  confusion_matrix.png
 
 With ``--seeds 0,1,2`` each seed N is such a run directory ``OUTPUT/seed_N`` (``seed_everything`` N),
-and ``OUTPUT/seeds_summary.json`` / ``.png`` hold mean ± std over the seeds (``runner.seeds``).
+and ``OUTPUT/seeds_summary.json`` / ``.png`` hold mean ± std over the seeds (``runner.seed_runs``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
-from datamodules.errors import MERError
+from lightning.pytorch.cli import LightningArgumentParser
 
-from .runner.aggregate import aggregate, finish_command, missing_folds
-from .runner.local import run_local
-from .runner.options import LosoOptions
-from .runner.plan import RunPlan, is_rank_zero, plan_run
-from .runner.seeds import (check_output, parse_seeds, pool, resume_command, seed_config, seed_dir,
-                           summarise_pooled)
+from .lightning_cli import MERCLI, make_cli
+from .runner.options import LosoOptions, RunScope, add_loso_options, drop_loso_options
+from .runner.orchestration import run_loso
 
 
-def run_loso(config_yaml: str, options: LosoOptions) -> dict[str, Any] | None:
-    """Plan (or resume) the run of the resolved LightningCLI config `config_yaml` into ``options.output``,
-    run its selected folds here (or submit them to SLURM), and pool them once all folds are done
-    (returns the pooled metrics). With ``options.seeds`` the same for every seed into OUTPUT/seed_N,
-    then the mean ± std over the seeds (returns that summary)."""
-    if options.aggregate_only is not None:
-        return pool(Path(options.aggregate_only))
-    if options.output is None:
-        raise MERError("mer loso needs an output directory (--output DIR)")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    run_dir = Path(options.output)
-    check_output(run_dir, seeds=options.seeds is not None)
-    if options.seeds is not None:
-        return run_seeds(config_yaml, options, run_dir)
-    return execute(run_dir, plan_run(config_yaml, options, run_dir), options)
+class LosoCLI(MERCLI):
+    """`mer loso`: a one-fold config as `lightning fit` reads it (``--config``, overrides), plus the
+    runner's options (:class:`LosoOptions`, e.g. ``--folds 0-3``). Parses only: the runner builds
+    every fold itself from the resolved config."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        add_loso_options(parser)
+
+    def instantiate_classes(self) -> None:
+        """Nothing to build here (the runner instantiates each fold)."""
+
+    def options(self) -> LosoOptions:
+        return LosoOptions.from_parsed(self.config)
+
+    def fold_config_yaml(self) -> str:
+        """The resolved config without the runner's options, as ``lightning fit --print_config`` would
+        print it without the subcommand level."""
+        config = self.config.clone()
+        drop_loso_options(config)
+        return self.parser.dump(config, skip_none=False, skip_check=True)
 
 
-def execute(run_dir: Path, plan: RunPlan, options: LosoOptions, resume: str | None = None) -> dict[str, Any] | None:
-    """Run the planned run's selected folds with the executor the options ask for, then pool it (None: submitted
-    to SLURM, or folds still missing). `resume`: the command to print on Ctrl-C (default: this run's)."""
-    if options.launcher == "slurm":
-        from .runner.slurm import launch
-
-        launch(run_dir, plan.folds, options)
-        return None
-    try:
-        run_local(run_dir, plan, plan.folds, options.devices, options.folds_per_device, options.workers, options.fold_batch)
-    except KeyboardInterrupt:
-        missing = missing_folds(run_dir, plan)
-        print(f"\ninterrupted: {plan.n_folds - len(missing)} of {plan.n_folds} folds finished; a fold in training "
-              f"resumes from its last finished epoch. Finish with: {resume or finish_command(run_dir, plan, missing, options.executor_arguments())}")
-        raise SystemExit(130) from None
-    if not is_rank_zero():  # the other ranks of a multi-device fold: rank 0 reports and pools
-        return None
-    return aggregate(run_dir)  # or names the folds still missing
+def parse(args: list[str]) -> LosoCLI:
+    """`mer loso ARGS` parsed: the resolved config and the runner's options."""
+    return make_cli(args, run=False, prog="mer loso", cli_class=LosoCLI)
 
 
-def run_seeds(config_yaml: str, options: LosoOptions, output: Path) -> dict[str, Any] | None:
-    """Every seed's run planned first (all checks before any training), then run one seed after another
-    (each spread over the executor's workers/devices, or submitted to SLURM), then summarised."""
-    seeds = parse_seeds(str(options.seeds))
-    plans = {seed: plan_run(seed_config(config_yaml, seed), options, seed_dir(output, seed)) for seed in seeds}
-    resume = resume_command(output, options)
-    if options.launcher == "slurm":
-        from .runner.slurm import launch, launch_seeds_summary
-
-        jobs = [launch(seed_dir(output, seed), plan.folds, options) for seed, plan in plans.items()]
-        launch_seeds_summary(output, [ids[1] for ids in jobs if ids], options)
-        return None
-    pooled = {seed: execute(seed_dir(output, seed), plan, options, resume) for seed, plan in plans.items()}
-    if not is_rank_zero():
-        return None
-    return summarise_pooled(output, pooled)
+def main(args: list[str]) -> None:
+    """`mer loso`: parse the fold config and the runner options, then hand both to the runner."""
+    aggregate_only = _value_of("--aggregate-only", args)
+    if aggregate_only is not None:  # pools a planned run: its own config.yaml is the config
+        run_loso("", LosoOptions(scope=RunScope(aggregate_only=Path(aggregate_only))))
+        return
+    cli = parse(args)
+    options = cli.options()
+    config_file = _value_of(("--config", "-c"), args)
+    if options.scope.output is None and config_file is not None:
+        options.scope.output = default_output(config_file)
+    run_loso(cli.fold_config_yaml(), options)
 
 
 def default_output(config_path: str) -> Path:
@@ -98,27 +80,12 @@ def default_output(config_path: str) -> Path:
     return Path("outputs") / f"{path.parent.name}-{path.stem}"
 
 
-def run_loso_command(args: list[str]) -> None:
-    """`mer loso`: parse the fold config and the runner options, then hand both to the runner."""
-    from .lightning_cli import LosoCLI, make_cli
-
-    aggregate_only = _value_of("--aggregate-only", args)
-    if aggregate_only is not None:  # pools a planned run: its own config.yaml is the config
-        run_loso("", LosoOptions(aggregate_only=Path(aggregate_only)))
-        return
-    cli = make_cli(args, run=False, prog="mer loso", cli_class=LosoCLI)
-    options = cli.options()
-    if options.output is None and cli.config.get("config"):
-        options.output = default_output(str(cli.config.config[0]))
-    run_loso(cli.fold_config_yaml(), options)
-
-
-def _value_of(option: str, args: list[str]) -> str | None:
-    """The value of `option` given as `--option VALUE` or `--option=VALUE`, else None."""
+def _value_of(options: str | tuple[str, ...], args: list[str]) -> str | None:
+    """The first value of an option (any of `options`) given as `--option VALUE` or `--option=VALUE`, else None."""
+    names = (options,) if isinstance(options, str) else options
     for i, arg in enumerate(args):
-        if arg == option and i + 1 < len(args):
+        if arg in names and i + 1 < len(args):
             return args[i + 1]
-        if arg.startswith(option + "="):
+        if arg.startswith(tuple(name + "=" for name in names)):
             return arg.split("=", 1)[1]
     return None
-

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
-import yaml
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 
 from datamodules.annotations import DATASETS
@@ -29,7 +28,9 @@ from datamodules.errors import MERError
 from datamodules.face import contact_sheet
 from datamodules.loso import LOSODataModule
 
-from .command_line import add_signature_options, one_line
+from .config_files import read_config
+from .exit_codes import one_line
+from .signature_options import add_signature_options
 
 # ReleaseDataModule arguments that are not options of `mer prepare`: the dataset (its positional
 # argument), the settings group tvl1 (set it in --config: an option would replace the whole group) and
@@ -40,7 +41,7 @@ SHORT_NAMES = {"image_size": "size", "prepare_workers": "workers"}
 
 def build_parser() -> ArgumentParser:
     """Options: the ReleaseDataModule's preparation arguments (each overrides --config's data section)."""
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="mer prepare", exit_on_error=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", type=Optional[Literal[DATASETS]], nargs="?", default=None,
                         help="database (or take it from --config)")
     parser.add_argument("--config", type=Optional[Path], default=None,
@@ -67,7 +68,7 @@ def datamodule_from(args: Namespace) -> ReleaseDataModule | CompositeReleaseData
     if args.config:
         if not args.config.is_file():
             raise MERError(f"config not found: {args.config}")
-        data = (yaml.safe_load(args.config.read_text()) or {}).get("data") or {}
+        data = read_config(args.config).get("data") or {}
     elif args.dataset is None:
         raise MERError("name a dataset (one of " + ", ".join(DATASETS) + ") or give --config")
     class_path = data.get("class_path")
@@ -111,6 +112,11 @@ def preview(datamodule: ReleaseDataModule, n_clips: int, path: Path) -> Path:
     if not rows:
         raise MERError("no clip could be prepared for the preview; see the messages above")
     return contact_sheet(rows, path)
+
+
+def main(argv: list[str]) -> None:
+    """`mer prepare` on `argv`."""
+    run(parse_args(argv))
 
 
 def run(args: Namespace) -> None:

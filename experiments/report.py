@@ -23,6 +23,9 @@ from jsonargparse import ArgumentParser, Namespace
 
 from datamodules.errors import MERError
 
+from .atomic_files import atomic_write_text
+from .plots import draw_confusion, pyplot, save_figure
+
 # Keys that are only a seed: runs differing in them alone are repetitions (our choice: the split seed
 # too, it only draws the validation subjects / k-fold partition). Keys that cannot change a result
 # (paths, worker counts) are ignored.
@@ -36,6 +39,7 @@ EXPANDED = ("seed_*", "trials/*")
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
+        prog="mer report", exit_on_error=False,
         description="One table across finished LOSO runs: pooled UF1/UAR/accuracy overall and per database, "
                     "mean ± std over runs that differ only in seed, the config differences as columns; "
                     "their confusion matrices side by side in one PNG.")
@@ -82,14 +86,17 @@ class Group:
         return [m[metric] for m in found if m is not None]
 
 
+def main(argv: list[str]) -> None:
+    """`mer report` on `argv`."""
+    run(build_parser().parse_args(argv))
+
+
 def run(args: Namespace) -> None:
     runs = load_runs(args.dirs)
     table = build_table(runs, args.by)
     text = format_table(table, args.format, args.digits)
     print(text, end="")
     if args.output is not None:
-        from .reporting import atomic_write_text
-
         args.output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.output, text)
         print(f"table: {args.output}", file=sys.stderr)
@@ -318,7 +325,6 @@ def plot_confusions(table: Table, path: Path) -> None:
     import numpy as np
 
     from .metrics import mean_std
-    from .reporting import draw_confusion, pyplot, save_figure
 
     plt = pyplot()
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from tests.conftest import run_in_process
 
 CHECKS = ("pooled = fold files", "metrics recompute", "subjects disjoint", "tested once", "weights not from test")

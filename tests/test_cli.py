@@ -13,7 +13,8 @@ import lightning as L
 import pytest
 import yaml
 
-from experiments.cli import FOLD_RESUME, SUBCOMMANDS, lightning_main, mer_main
+from experiments.config_files import read_config
+from experiments.main import FOLD_RESUME, SUBCOMMANDS, lightning_main, mer_main
 from experiments.lightning_cli import make_cli
 from tests.conftest import run_in_process
 
@@ -33,7 +34,7 @@ def test_every_config_parses_with_print_config(config, capsys):
         make_cli(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    source = yaml.safe_load(config.read_text())
+    source = read_config(config)  # composed (extends:) and interpolated, as the CLI reads it
     assert printed["model"]["class_path"].endswith(source["model"]["class_path"].split(".")[-1])
     for key, value in source["model"].get("init_args", {}).items():
         assert printed["model"]["init_args"][key] == value, key
@@ -122,7 +123,7 @@ def test_loso_without_config_names_what_is_missing(capsys):
 
 
 def test_mer_help_lists_every_subcommand_without_importing_torch():
-    probe = ("import sys\nfrom experiments.cli import mer_main\ntry:\n    mer_main(['--help'])\nexcept SystemExit:\n"
+    probe = ("import sys\nfrom experiments.main import mer_main\ntry:\n    mer_main(['--help'])\nexcept SystemExit:\n"
              "    print('imported:', sorted(m for m in ('torch', 'lightning', 'numpy', 'pandas') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -158,8 +159,8 @@ def test_loso_hands_the_resolved_config_and_options_to_the_runner(tmp_path, monk
     config = yaml.safe_load(config_yaml)
     assert set(config) == {"seed_everything", "trainer", "model", "data"}
     assert config["trainer"]["max_epochs"] == 3 and config["model"]["init_args"]["embed_dim"] == 32
-    assert (options.folds, options.workers, options.dry_run, options.wandb) == ("0-2", 2, True, "disabled")
-    assert options.output == Path("outputs/medn-synthetic") and options.launcher == "local"
+    assert (options.scope.folds, options.local.workers, options.slurm.dry_run, options.wandb.mode) == ("0-2", 2, True, "disabled")
+    assert options.scope.output == Path("outputs/medn-synthetic") and options.slurm.launcher == "local"
 
 
 def test_prepare_options_come_from_the_datamodule_signature(tmp_path):
@@ -192,13 +193,13 @@ def test_ctrl_c_during_training_exits_130_with_the_resume_line(small_synthetic: 
 
 
 def test_commands_import_downwards_only():
-    """cli -> loso/prepare/lightning_cli -> command_line: nothing below imports experiments.cli, and
-    importing cli pulls in neither Lightning nor the subcommands' modules."""
-    below_cli = [path for path in (ROOT / "experiments").rglob("*.py") if path.name != "cli.py"]
+    """main -> loso/prepare/lightning_cli -> exit_codes: nothing below imports experiments.main, and
+    importing main pulls in neither Lightning nor the subcommands' modules."""
+    below_cli = [path for path in (ROOT / "experiments").rglob("*.py") if path.relative_to(ROOT).as_posix() != "experiments/main.py"]
     upward = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in below_cli for node in ast.walk(ast.parse(path.read_text()))
-              if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] == "cli"
-              and (node.level > 0 or node.module == "experiments.cli")]
+              if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] == "main"
+              and (node.level > 0 or node.module == "experiments.main")]
     assert upward == []
-    probe = "import sys, experiments.cli; print(sorted(m for m in sys.modules if m.startswith(('experiments.', 'lightning'))))"
+    probe = "import sys, experiments.main; print(sorted(m for m in sys.modules if m.startswith(('experiments.', 'lightning'))))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert result.stdout.split() == ["['experiments.cli',", "'experiments.command_line']"], result.stderr
+    assert result.stdout.split() == ["['experiments.exit_codes',", "'experiments.main']"], result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from tests.conftest import require_shared
 
 SUMMARY_KEYS = {"n_samples", "n_subjects", "class_counts", "warnings", "unusable", "excluded"}

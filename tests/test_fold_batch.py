@@ -12,16 +12,18 @@ import pytest
 import torch
 import yaml
 
-from datamodules.device_resident import DeviceResidentFolds
+from datamodules.fold_batch_data import DeviceResidentFolds
 from datamodules.errors import MERError
-from experiments.loso import run_loso
-from experiments.runner import fold_batch as runner
-from experiments.runner.folds import FoldPaths
-from experiments.runner.job import fold_config
-from experiments.runner.local import fold_jobs
-from experiments.runner.options import LosoOptions
-from experiments.runner.plan import RunPlan, instantiate, plan_run
-from lightning_modules.fold_batch import FoldBatch, check_fold_batchable
+from experiments.config_files import read_config
+from experiments.runner.jobs import FoldGroupJob, pending_jobs
+from experiments.runner.jobs import fold_group_job as runner
+from experiments.runner.jobs.fold_job import fold_config
+from experiments.runner.options import LocalExecutor, LosoOptions
+from experiments.runner.orchestration import run_loso
+from experiments.runner.paths import FoldPaths, GroupPaths
+from experiments.runner.planning import plan_run
+from experiments.runner.run_plan import RunConfig, RunPlan, instantiate
+from lightning_modules.fold_batch_module import FoldBatch, check_fold_batchable
 from tests.conftest import TINY_MEDN, TINY_SYNTHETIC
 
 FOLDS = [0, 1, 2, 3]
@@ -39,12 +41,12 @@ def config(cache_dir: Path, model: str = "ststnet", epochs: int = 1) -> dict:
 
 def planned(tmp_path: Path, cache_dir: Path, **kwargs) -> tuple[Path, RunPlan]:
     run_dir = tmp_path / "run"
-    return run_dir, plan_run(yaml.safe_dump(config(cache_dir, **kwargs)), LosoOptions(output=run_dir, wandb="disabled"),
+    return run_dir, plan_run(yaml.safe_dump(config(cache_dir, **kwargs)), LosoOptions.of(output=run_dir, wandb="disabled"),
                              run_dir)
 
 
 def group(run_dir: Path, plan: RunPlan, vectorize: bool | None = None):
-    cli = instantiate(runner.group_config(plan, runner.GroupPaths(run_dir, tuple(FOLDS))))
+    cli = instantiate(runner.group_config(plan, GroupPaths(run_dir, tuple(FOLDS))))
     data = DeviceResidentFolds(cli.datamodule, FOLDS, torch.device("cpu"))
     return FoldBatch(runner.fold_models(cli.model, cli.datamodule, plan, FOLDS), data, vectorize=vectorize), data
 
@@ -180,10 +182,10 @@ def test_killed_group_resumes_exactly(tmp_path: Path, cache_dir: Path, monkeypat
             with monkeypatch.context() as patch:
                 patch.setattr(runner.ThrottledCheckpoint, "on_train_epoch_end", save_then_die)
                 with pytest.raises(Killed):
-                    runner.run_fold_job(run_dir, FOLDS, plan, size=4)
+                    FoldGroupJob(run_dir, tuple(FOLDS), size=4).run(plan)
             assert not any(FoldPaths(run_dir, k).done() for k in FOLDS)
-            assert runner.GroupPaths(run_dir, tuple(FOLDS)).last_ckpt.is_file()  # the rerun resumes from it
-        runner.run_fold_job(run_dir, FOLDS, plan, size=4)
+            assert GroupPaths(run_dir, tuple(FOLDS)).last_ckpt.is_file()  # the rerun resumes from it
+        FoldGroupJob(run_dir, tuple(FOLDS), size=4).run(plan)
         predictions[name] = pd.concat(pd.read_csv(FoldPaths(run_dir, k).csv) for k in FOLDS)
         record = yaml.safe_load(FoldPaths(run_dir, 0).record.read_text())
         assert record["epochs_trained"] == 2 and record["fold_group"] == FOLDS
@@ -196,26 +198,26 @@ def test_fold_batch_refused_where_it_cannot_stack(tmp_path: Path) -> None:
 
     with pytest.raises(MERError, match="cannot be fold-batched"):
         check_fold_batchable(Xie2022)
-    xie = yaml.safe_load(Path("configs/xie2022/synthetic.yaml").read_text())
+    xie = read_config(Path("configs/xie2022/synthetic.yaml"))
     with pytest.raises(MERError, match="Xie2022 .*--fold-batch off"):
-        run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="2"))
+        run_loso(yaml.safe_dump(xie), LosoOptions.of(output=tmp_path / "xie", fold_batch="2"))
     with pytest.raises(MERError, match="--fold-batch 'two'"):
-        run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="two"))
+        run_loso(yaml.safe_dump(xie), LosoOptions.of(output=tmp_path / "xie", fold_batch="two"))
     with pytest.raises(MERError, match="--fold-batch auto sizes a group to a GPU's free memory"):
-        run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", fold_batch="auto", devices="0",
+        run_loso(yaml.safe_dump(xie), LosoOptions.of(output=tmp_path / "xie", fold_batch="auto", devices="0",
                                                   folds_per_device=2))
     half = {**xie, "trainer": {**xie["trainer"], "precision": "16-mixed"}}
     with pytest.raises(MERError, match="16-bit mixed precision has one gradient scaler for all folds"):
-        run_loso(yaml.safe_dump(half), LosoOptions(output=tmp_path / "xie", fold_batch="2"))
+        run_loso(yaml.safe_dump(half), LosoOptions.of(output=tmp_path / "xie", fold_batch="2"))
     with pytest.raises(MERError, match="--compile compiles the fold-batched training step; add --fold-batch"):
-        run_loso(yaml.safe_dump(xie), LosoOptions(output=tmp_path / "xie", compile=True))
+        run_loso(yaml.safe_dump(xie), LosoOptions.of(output=tmp_path / "xie", compile=True))
     assert not (tmp_path / "xie").exists()
 
 
 def test_compile_option_reaches_every_fold_group(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--compile is recorded in run.json (read by workers and SLURM tasks) and handed to the group's FoldBatch."""
     run_dir = tmp_path / "run"
-    plan_run(yaml.safe_dump(config(cache_dir)), LosoOptions(output=run_dir, wandb="disabled", fold_batch="4", compile=True),
+    plan_run(yaml.safe_dump(config(cache_dir)), LosoOptions.of(output=run_dir, wandb="disabled", fold_batch="4", compile=True),
              run_dir)
     seen = {}
 
@@ -228,17 +230,17 @@ def test_compile_option_reaches_every_fold_group(tmp_path: Path, cache_dir: Path
 
     monkeypatch.setattr(runner, "FoldBatch", spy)
     with pytest.raises(Built):
-        runner.run_fold_group(run_dir, FOLDS, RunPlan.load(run_dir))
+        runner.train_group(run_dir, FOLDS, RunPlan.load(run_dir))
     assert seen == {"folds": 4, "compile": True}
 
 
 def test_jobs_reuse_started_groups_and_slurm_tasks_pass_the_option(tmp_path: Path) -> None:
     """A rerun trains a started group (one with a checkpoint) as it was, whatever the new size; the
     rest is cut anew; SLURM array tasks run their chunk with --fold-batch."""
-    from experiments.runner.slurm import folds_script
+    from experiments.runner.executors.slurm import folds_script
 
     run_dir = tmp_path / "run"
-    started = runner.GroupPaths(run_dir, (2, 3, 4))
+    started = GroupPaths(run_dir, (2, 3, 4))
     started.dir.mkdir(parents=True)
     started.record.write_text('{"folds": [2, 3, 4]}')
     started.last_ckpt.write_bytes(b"")
@@ -247,21 +249,23 @@ def test_jobs_reuse_started_groups_and_slurm_tasks_pass_the_option(tmp_path: Pat
     assert runner.fold_groups(run_dir, [5, 6, 7], size=2) == [[5, 6], [7]]  # not this job's group
     assert runner.job_chunks(list(range(7)), 0, slots=2) == [[0, 1, 2, 3], [4, 5, 6]]
     for size in (0, 2):  # parallel workers: the started group is a job of its own, the rest cut anew
-        assert fold_jobs(run_dir, list(range(8)), size, slots=2) == [[2, 3, 4], [1, 5], [6, 7]]
+        jobs = pending_jobs(run_dir, list(range(8)), size, slots=2)
+        assert [list(job.folds) for job in jobs] == [[2, 3, 4], [1, 5], [6, 7]]
+        assert all(isinstance(job, FoldGroupJob) and job.size == size for job in jobs)
     plan = RunPlan(config_hash="x", n_folds=8, folds=list(range(8)), test_subjects={}, class_names=["a"], base_seed=0,
-                   threads_per_fold=1, config={"trainer": {"devices": "auto"}, "data": {"init_args": {}}})
-    assert runner.group_config(plan, started)["trainer"]["devices"] == 1  # never a DDP group splitting its folds' steps
-    assert "--fold-batch auto" in folds_script(run_dir, list(range(8)), LosoOptions(fold_batch="auto"))
+                   threads_per_fold=1, config=RunConfig({"trainer": {"devices": "auto"}, "data": {"init_args": {}}}))
+    assert runner.group_config(plan, started).devices == 1  # never a DDP group splitting its folds' steps
+    assert "--fold-batch auto" in folds_script(run_dir, list(range(8)), LosoOptions.of(fold_batch="auto"))
 
 
 def test_auto_groups_share_the_host_memory_among_the_local_cpu_workers(tmp_path: Path, cache_dir: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Under --fold-batch auto each of W local CPU workers sizes its group from 1/W of the free memory: with W
     workers and W times the memory a worker picks the size one worker picks alone; the workers' slots say W."""
-    from experiments.runner.local import make_slots
+    from experiments.runner.executors.local import make_slots
 
     run_dir, plan = planned(tmp_path, cache_dir)
-    cli = instantiate(runner.group_config(plan, runner.GroupPaths(run_dir, tuple(FOLDS))))
+    cli = instantiate(runner.group_config(plan, GroupPaths(run_dir, tuple(FOLDS))))
     cli.datamodule.prepare_data()
 
     def size(free: float, workers: int) -> int:
@@ -274,5 +278,5 @@ def test_auto_groups_share_the_host_memory_among_the_local_cpu_workers(tmp_path:
     assert alone[0] == 1 and alone[-1] == len(FOLDS)
     assert [size(2 * free, 2) for free in frees] == alone
     assert any(size(free, 2) < n for free, n in zip(frees, alone))
-    assert [slot.env for slot in make_slots(None, 1, 3)] == [{runner.HOST_WORKERS: "3"}] * 3
-    assert all(runner.HOST_WORKERS not in slot.env for slot in make_slots("0,1", 1, 1))
+    assert [slot.env for slot in make_slots(LocalExecutor(workers=3))] == [{runner.HOST_WORKERS: "3"}] * 3
+    assert all(runner.HOST_WORKERS not in slot.env for slot in make_slots(LocalExecutor(devices="0,1")))

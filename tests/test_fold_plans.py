@@ -18,10 +18,11 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from datamodules import DFMEDataModule, SyntheticDataModule
 from datamodules.errors import MERError
 from datamodules.fold_plans import FoldPlan, kfold_plan, loso_plan, official_plan
-from experiments.lightning_cli import LosoCLI, make_cli
-from experiments.loso import run_loso
+from experiments.loso import parse as parse_loso
+from experiments.runner.orchestration import run_loso
 from experiments.runner.options import LosoOptions
-from experiments.runner.plan import check_weight_selection, plan_run
+from experiments.runner.jobs.weight_selection import check_weight_selection
+from experiments.runner.planning import plan_run
 from tests.conftest import require_shared
 from tests.test_folds import TableDataModule
 from tests.test_loso_run import macro_scores
@@ -149,25 +150,25 @@ def test_dfme_official_split_names_a_sheet_it_cannot_place(tmp_path: Path) -> No
 # ---------------------------------------------------------------- the runner saves and keeps the plan
 
 def resolved(config: Path, *overrides: str) -> str:
-    return make_cli(["--config", str(config), *overrides], run=False, cli_class=LosoCLI).fold_config_yaml()
+    return parse_loso(["--config", str(config), *overrides]).fold_config_yaml()
 
 
 def test_fold_plan_is_saved_before_training_and_a_different_plan_is_refused(tiny_config: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     config = resolved(tiny_config, "--data.init_args.val_subjects", "1")
-    plan_run(config, LosoOptions(output=run_dir), run_dir)
+    plan_run(config, LosoOptions.of(output=run_dir), run_dir)
     saved = json.loads((run_dir / "fold_plan.json").read_text())
     assert not list((run_dir / "folds").iterdir())  # planned, nothing trained
     assert saved["kind"] == "loso" and [f["test_subjects"] for f in saved["folds"]] == [["s00"], ["s01"], ["s02"], ["s03"]]
     for fold in saved["folds"]:
         assert len(fold["val_subjects"]) == 1 and len(fold["train_subjects"]) == 2
         assert all(key.startswith("synthetic/" + fold["test_subjects"][0]) for key in fold["test_samples"])
-    plan_run(config, LosoOptions(output=run_dir), run_dir)  # the same plan resumes
+    plan_run(config, LosoOptions.of(output=run_dir), run_dir)  # the same plan resumes
     fold = saved["folds"][2]
     fold["train_subjects"], fold["val_subjects"] = fold["val_subjects"], fold["train_subjects"]
     (run_dir / "fold_plan.json").write_text(json.dumps(saved))
     with pytest.raises(MERError, match=r"planned with other folds \(fold_plan.json: fold 2 train_subjects: .*\); ") as error:
-        plan_run(config, LosoOptions(output=run_dir), run_dir)
+        plan_run(config, LosoOptions.of(output=run_dir), run_dir)
     assert "\n" not in str(error.value)
 
 
@@ -202,7 +203,7 @@ def test_official_split_run_reports_each_test_set_and_the_checkpoint_chosen_on_v
     path = tmp_path / "official.yaml"
     path.write_text(yaml.safe_dump(config))
     run_dir = tmp_path / "run"
-    metrics = run_loso(resolved(path), LosoOptions(output=run_dir, wandb="disabled", threads_per_fold=1))
+    metrics = run_loso(resolved(path), LosoOptions.of(output=run_dir, wandb="disabled", threads_per_fold=1))
     predictions = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
     assert set(predictions["fold"]) == {0} and sorted(predictions["subject"].unique()) == ["s02", "s03"]
     assert (predictions.groupby("subject")["test_set"].agg(set) == pd.Series({"s02": {"testA"}, "s03": {"testB"}})).all()

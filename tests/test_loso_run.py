@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from datamodules.errors import MERError
-from experiments.lightning_cli import LosoCLI, make_cli
-from experiments.loso import run_loso
+from experiments.loso import parse as parse_loso
+from experiments.runner.orchestration import run_loso
 from experiments.runner.options import LosoOptions
-from experiments.runner.plan import plan_run
+from experiments.runner.planning import plan_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = ["--trainer.max_epochs", "2"]
@@ -45,7 +45,7 @@ def macro_scores(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> tuple
 
 def resolved(config: Path, *overrides: str) -> str:
     """The config as `mer loso` hands it to the runner."""
-    return make_cli(["--config", str(config), *overrides], run=False, cli_class=LosoCLI).fold_config_yaml()
+    return parse_loso(["--config", str(config), *overrides]).fold_config_yaml()
 
 
 def read_fold(run_dir: Path, k: int) -> pd.DataFrame:
@@ -53,7 +53,7 @@ def read_fold(run_dir: Path, k: int) -> pd.DataFrame:
 
 
 def mer_loso(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from experiments.cli import mer_main; mer_main()", "loso", *args]
+    return [sys.executable, "-c", "from experiments.main import mer_main; mer_main()", "loso", *args]
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -67,7 +67,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
 @pytest.fixture(scope="module")
 def finished_run(tiny_config, tmp_path_factory):
     output = tmp_path_factory.mktemp("loso") / "run"
-    metrics = run_loso(resolved(tiny_config, *EPOCHS), LosoOptions(output=output, threads_per_fold=THREADS))
+    metrics = run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(output=output, threads_per_fold=THREADS))
     return output, metrics
 
 
@@ -117,23 +117,23 @@ def test_wandb_offline_runs_one_per_fold_plus_pooled(finished_run):
 def test_rerun_skips_finished_folds_and_aggregation_is_rerunnable(finished_run, tiny_config):
     output, metrics = finished_run
     stamps = {p: p.stat().st_mtime_ns for p in (output / "folds").glob("fold_*.csv")}
-    again = run_loso(resolved(tiny_config, *EPOCHS), LosoOptions(output=output, wandb="disabled"))
+    again = run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(output=output, wandb="disabled"))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["uf1"] == metrics["uf1"] and again["uar"] == metrics["uar"]
-    pooled = run_loso("", LosoOptions(aggregate_only=output, wandb="disabled"))
+    pooled = run_loso("", LosoOptions.of(aggregate_only=output, wandb="disabled"))
     assert pooled["confusion_matrix"] == metrics["confusion_matrix"]
 
 
 def test_other_config_into_same_output_is_refused_naming_the_keys(finished_run, tiny_config):
     output, _ = finished_run
     with pytest.raises(MERError, match="model.init_args.lambda_orth 1.0 → 0.5; trainer.max_epochs 2 → 1"):
-        run_loso(resolved(tiny_config, "--model.init_args.lambda_orth", "0.5"), LosoOptions(output=output))
+        run_loso(resolved(tiny_config, "--model.init_args.lambda_orth", "0.5"), LosoOptions.of(output=output))
 
 
 def test_two_cpu_workers_give_the_sequential_predictions(finished_run, tiny_config, tmp_path, capsys):
     reference, _ = finished_run
     output = tmp_path / "workers"
-    run_loso(resolved(tiny_config, *EPOCHS), LosoOptions(output=output, workers=2, threads_per_fold=THREADS,
+    run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(output=output, workers=2, threads_per_fold=THREADS,
                                                           wandb="disabled"))
     pd.testing.assert_frame_equal(pd.read_csv(output / "predictions.csv"), pd.read_csv(reference / "predictions.csv"),
                                   check_exact=True)
@@ -181,7 +181,7 @@ def test_no_fold_loads_a_planted_slurm_checkpoint(finished_run, tiny_config, tmp
     directory (a stale mid-epoch one) must change nothing."""
     reference, _ = finished_run
     run_dir = tmp_path / "slurm-run"
-    plan_run(resolved(tiny_config, *EPOCHS), LosoOptions(threads_per_fold=THREADS, wandb="disabled"), run_dir)
+    plan_run(resolved(tiny_config, *EPOCHS), LosoOptions.of(threads_per_fold=THREADS, wandb="disabled"), run_dir)
     planted = torch.load(reference / "folds" / "fold_001" / "last.ckpt", weights_only=False)
     planted["state_dict"] = {name: torch.zeros_like(value) for name, value in planted["state_dict"].items()}
     cwd = tmp_path / "cwd"
@@ -191,7 +191,7 @@ def test_no_fold_loads_a_planted_slurm_checkpoint(finished_run, tiny_config, tmp
     env = {**os.environ, "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "mer-folds",
            "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
            "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "experiments.runner.worker", str(run_dir), "--folds", "1"],
+    done = subprocess.run([sys.executable, "-m", "experiments.runner.executors.worker", str(run_dir), "--folds", "1"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     pd.testing.assert_frame_equal(read_fold(run_dir, 1), read_fold(reference, 1), check_exact=True)

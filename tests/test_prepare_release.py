@@ -24,7 +24,7 @@ import yaml
 
 from datamodules.databases.per_database import DATAMODULES
 from datamodules.preprocessing import TVL1Settings
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from datamodules.errors import MERError
 from tests.conftest import run_in_process
 from tests.release_replica import Replica, write_replica

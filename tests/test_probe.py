@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from experiments.probe.extract import load_weights, weights_file
 from experiments.probe.linear import FoldProbe, balanced_accuracy, chance_level, pool_folds, probe_fold, split_per_subject
 from datamodules import SyntheticDataModule
 from lightning_modules import MEDN, STSTNet, Xie2022
 from lightning_modules.base import MERClassifier
-from lightning_modules.fold_batch import FoldBatch
+from lightning_modules.fold_batch_module import FoldBatch
 from tests.conftest import TINY_SYNTHETIC, run_in_process
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from tests.conftest import run_in_process
 
 SEED_1 = {"uf1": 0.8125, "uar": 0.625, "acc": 0.75}

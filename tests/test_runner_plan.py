@@ -11,14 +11,14 @@ import pytest
 
 from datamodules import SyntheticDataModule
 from datamodules.errors import MERError
-from experiments.cli import mer_main
-from experiments.loso import run_loso
-from experiments.runner.aggregate import finish_command
-from experiments.runner.folds import format_folds, parse_folds
-from experiments.runner.gather import merge_rank_predictions
+from experiments.main import mer_main
+from experiments.runner.orchestration import run_loso
+from experiments.runner.pooling import finish_command
+from experiments.runner.fold_selection import format_folds, parse_folds
+from experiments.runner.jobs.rank_gather import merge_rank_predictions
 from experiments.runner.options import LosoOptions
-from experiments.runner.plan import RunPlan, config_differences
-from experiments.runner.worker import task_folds
+from experiments.runner.run_plan import RunPlan, config_differences
+from experiments.runner.executors.worker import task_folds
 
 
 class BrokenInputs(SyntheticDataModule):
@@ -96,7 +96,7 @@ def test_bad_input_is_refused_before_anything_is_created(case, tmp_path, cache_d
     message = {"epochs": "max_epochs -1 means 'train forever'", "folds": "range 2-1 is empty",
                "inputs": "flow/s01_3.png is 0 bytes; flow/s02_1.png is 64x64"}[case]
     with pytest.raises(MERError, match=message):
-        run_loso(config, LosoOptions(output=output, folds="2-1" if case == "folds" else None))
+        run_loso(config, LosoOptions.of(output=output, folds="2-1" if case == "folds" else None))
     assert not output.exists()
 
 
@@ -113,7 +113,7 @@ def test_a_crashing_worker_is_retried_once_then_named(tmp_path, cache_dir, monke
     monkeypatch.setenv("MER_TEST_CRASH_LOG", str(tmp_path / "crashes.txt"))
     config = write_config(tmp_path, cache_dir, data_class="tests.test_runner_plan.CrashingFold")
     with pytest.raises(MERError, match=r"1 fold\(s\) failed twice: fold 1 \(subject s01\): worker exit code -9"):
-        run_loso(config, LosoOptions(output=output, folds="1", workers=2, wandb="disabled"))
+        run_loso(config, LosoOptions.of(output=output, folds="1", workers=2, wandb="disabled"))
     assert not (output / "folds" / "fold_001.csv").exists()
     assert (tmp_path / "crashes.txt").read_text().count("crash") == 2
 
@@ -121,9 +121,9 @@ def test_a_crashing_worker_is_retried_once_then_named(tmp_path, cache_dir, monke
 def test_finish_command_repeats_the_executor_options_the_run_was_started_with(tmp_path):
     plan = RunPlan(config_hash="abc", n_folds=4, folds=[0, 1, 2, 3], test_subjects={k: [f"s{k}"] for k in range(4)},
                    class_names=["a", "b"], base_seed=0, threads_per_fold=1, group="run-abc")
-    started = LosoOptions(workers=2, fold_batch="auto", devices=None, folds_per_device=3)
+    started = LosoOptions.of(workers=2, fold_batch="auto", devices=None, folds_per_device=3)
     command = finish_command(tmp_path, plan, [2, 3], started.executor_arguments())
     assert command.endswith(f"--output {tmp_path} --workers 2 --fold-batch auto --folds 2-3")
-    on_gpus = LosoOptions(devices="0,1", folds_per_device=2).executor_arguments()
+    on_gpus = LosoOptions.of(devices="0,1", folds_per_device=2).executor_arguments()
     assert on_gpus == ["--devices", "0,1", "--folds-per-device", "2"]
     assert LosoOptions().executor_arguments() == []

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.cli import mer_main
-from experiments.runner.worker import worker_main
+from experiments.main import mer_main
+from experiments.runner.executors.worker import worker_main
 from tests.conftest import run_in_process
 from tests.test_loso_run import macro_scores
 

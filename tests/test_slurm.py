@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from tests.slurm_cluster import TERMINAL, SlurmCluster, job_logs
 
 EPOCHS = 16  # ~0.8 s per epoch on one thread: a fold trains long enough to be interrupted midway
@@ -68,7 +68,7 @@ def test_seeds_dry_run_writes_each_seeds_scripts_and_the_summary_job(tiny_config
         assert (output / f"seed_{seed}" / "slurm" / "folds.sbatch").is_file()
     summary = output / "slurm" / "seeds_summary.sbatch"
     text = summary.read_text()
-    assert f"-m experiments.runner.worker {output.resolve()} --aggregate" in text
+    assert f"-m experiments.runner.executors.worker {output.resolve()} --aggregate" in text
     assert "#SBATCH --job-name=mer-seeds-seeds-summary" in text and "#SBATCH --cpus-per-task=1" in text
     assert f"sbatch --dependency=afterany:<their ids, colon-separated> {summary.resolve()}" in out
     assert subprocess.run(["bash", "-n", str(summary)]).returncode == 0
@@ -84,9 +84,9 @@ def test_dry_run_prints_the_scripts_and_submits_nothing(on_cluster, tiny_config,
     assert folds_script.read_text() in printed and aggregate_script.read_text() in printed
     for line in ("#SBATCH --array=0-1%2", "#SBATCH --signal=USR1@90", "#SBATCH --requeue", "#SBATCH --open-mode=append",
                  "#SBATCH --cpus-per-task=1", "#SBATCH --time=00:15:00", f"#SBATCH --output={run_dir}/slurm/folds-%A_%a.out",
-                 f"-m experiments.runner.worker {run_dir} \\\n", '--task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task 2\n'):
+                 f"-m experiments.runner.executors.worker {run_dir} \\\n", '--task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task 2\n'):
         assert line in folds_script.read_text(), line
-    assert f"-m experiments.runner.worker {run_dir} --aggregate" in aggregate_script.read_text()
+    assert f"-m experiments.runner.executors.worker {run_dir} --aggregate" in aggregate_script.read_text()
     assert f"sbatch --dependency=afterany:${{array%%;*}} {aggregate_script}" in printed
 
     assert on_cluster.run("squeue", "-h") == ""  # nothing submitted

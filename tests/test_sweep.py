@@ -17,11 +17,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from experiments.sweep.spec import load_spec
 from experiments.sweep.summary import swept
 from datamodules.errors import MERError
-from experiments.runner.seeds import seeds_metrics
+from experiments.runner.seed_runs import seeds_metrics
 from experiments.sweep.study import SweepSettings, metric_value, next_trial, open_study, reclaim_stale, unfinished
 from tests.conftest import ROOT, run_in_process
 
@@ -48,7 +48,7 @@ def first_loss_row(run_dir: Path) -> pd.Series:
 def test_grid_with_a_killed_worker_finishes_every_trial(tiny_config, tmp_path):
     spec = write_spec(tmp_path / "grid.yaml", tiny_config)
     output = tmp_path / "sweep"
-    command = [sys.executable, "-c", "from experiments.cli import mer_main; mer_main()", "sweep", str(spec),
+    command = [sys.executable, "-c", "from experiments.main import mer_main; mer_main()", "sweep", str(spec),
                "--output", str(output), "--parallel", "2", "--wandb", "disabled", "--heartbeat", "1",
                "--grace-period", "6"]
     sweep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

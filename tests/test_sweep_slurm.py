@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from tests.slurm_cluster import TERMINAL, job_logs
 from tests.test_sweep import write_spec
 

@@ -3,7 +3,7 @@
 The agent's own code expands and starts each trial's command (wandb.wandb_agent.Agent._command_run:
 ``${env}`` -> /usr/bin/env, ``${args}`` -> ``--name=value`` per parameter, WANDB_RUN_ID in the
 environment); a stub ``mer`` on PATH records the argv it receives, which our CLI then parses as
-``mer loso`` does (experiments.loso.run_loso_command: make_cli with LosoCLI, run=False).
+``mer loso`` does (experiments.loso.parse: LosoCLI, run=False).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 from wandb import wandb_agent
 
 from datamodules.errors import MERError
-from experiments.lightning_cli import LosoCLI, make_cli
+from experiments.loso import parse as parse_loso
 from experiments.sweep.spec import load_spec
 from tests.conftest import ROOT
 
@@ -58,12 +58,12 @@ def test_agent_command_parses_with_our_cli_and_sets_the_lambdas(path, tmp_path, 
     argv = agent_argv(spec, args, "run7", tmp_path, monkeypatch)
     assert argv[0] == "loso" and argv[-2:] == ["--model.init_args.lambda_au=0.4", "--model.init_args.lambda_orth=1.6"]
     monkeypatch.chdir(ROOT)  # the command's --config is relative to the repository root
-    cli = make_cli(argv[1:], run=False, prog="mer loso", cli_class=LosoCLI)
+    cli = parse_loso(argv[1:])
     init = cli.config.model.init_args
     assert (init.lambda_au, init.lambda_orth) == (0.4, 1.6)
     options = cli.options()
-    assert options.wandb == "online"  # an offline trial would never report its metric to the sweep
-    assert options.output == Path("outputs/wandb-sweeps/run7")  # one run folder per W&B run
+    assert options.wandb.mode == "online"  # an offline trial would never report its metric to the sweep
+    assert options.scope.output == Path("outputs/wandb-sweeps/run7")  # one run folder per W&B run
     assert "lambda_au: 0.4" in cli.fold_config_yaml()
 
 

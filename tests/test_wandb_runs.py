@@ -16,8 +16,8 @@ import yaml
 from wandb.proto import wandb_internal_pb2
 from wandb.sdk.lib.service.service_token import UnixServiceToken
 
-from experiments.cli import mer_main
-from experiments.runner.plan import RunPlan
+from experiments.main import mer_main
+from experiments.runner.run_plan import RunPlan
 from experiments.runner.wandb_runs import fold_logger_args, forget_dead_wandb_service
 from tests.conftest import run_in_process
 

@@ -355,7 +355,7 @@ def test_synthetic_config_trains_one_fold_through_the_cli(cache_dir, tmp_path: P
         "--data.init_args.cache_dir", str(cache_dir)]
     overrides = [*same_clips_as_tiny_synthetic, "--model.init_args.num_frames", "8", "--model.init_args.stage_steps", "[1, 2, 1, 2]",
                  "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
-    result = subprocess.run([sys.executable, "-c", "from experiments.cli import mer_main; mer_main()", "fit",
+    result = subprocess.run([sys.executable, "-c", "from experiments.main import mer_main; mer_main()", "fit",
                              "--config", str(ROOT / "configs/xie2022/synthetic.yaml"), *overrides],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -13,7 +13,7 @@ import json
 import pandas as pd
 import pytest
 
-from experiments.cli import mer_main
+from experiments.main import mer_main
 from tests.conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,9 +15,12 @@ from jsonargparse import ArgumentParser, Namespace
 
 from datamodules.errors import MERError
 
+from ..atomic_files import write_json
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
+        prog="mer audit", exit_on_error=False,
         description="Honesty checks of a finished `mer loso` run (metrics recompute from its predictions, no test "
                     "subject in its fold's training/validation subjects, each sample tested once, weights never "
                     "chosen on test data), or, with --predictions, pooled UF1/UAR of any predictions CSV beside the "
@@ -35,11 +38,14 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def main(argv: list[str]) -> None:
+    """`mer audit` on `argv`."""
+    run(build_parser().parse_args(argv))
+
+
 def run(args: Namespace) -> None:
     if (args.run_dir is None) == (args.predictions is None):
         raise MERError("give either a run directory (mer audit RUN_DIR) or --predictions FILE.csv, not both or neither")
-    from ..reporting import write_json
-
     if args.predictions is not None:
         from .predictions_file import Columns, audit_predictions
 

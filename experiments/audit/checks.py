@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..reporting import write_json
-from ..runner.folds import FoldPaths
+from ..atomic_files import write_json
+from ..runner.paths import FoldPaths
+from ..runner.run_plan import RunConfig
 from .run_files import FoldPlan, RunFiles, read_predictions, read_record, sample_keys
 from .scores import Averaging, averaging, confusion, metrics_from_confusion
 
 SCORE_TOLERANCE = 1e-6  # float32 rounding of metrics.json; one changed prediction moves a score by >= 1/n
-NOT_METRICS = ("config", "config_hash")  # what aggregate.py stores beside the metrics
+NOT_METRICS = ("config", "config_hash")  # what runner.pooling stores beside the metrics
 GROUPED_METRICS = (("per_dataset", "dataset"), ("per_test_set", "test_set"))  # metrics.json key, predictions column
 LIGHTNING_DEFAULT_EPOCHS = 1000  # Trainer(max_epochs=None, max_steps=-1)
 SHOWN = 3  # problems named per verdict line; the rest are counted
@@ -231,11 +232,11 @@ def check_tested_once(run: RunFiles) -> Check:
     return verdict(name, problems, f"each of the {len(folds_of)} samples is tested exactly once ({plan.kind})")
 
 
-def configured_length(trainer: dict[str, Any]) -> tuple[int, int | None]:
+def configured_length(config: RunConfig) -> tuple[int, int | None]:
     """(max_epochs, max_steps or None) of the config's trainer, with Lightning's defaults."""
-    max_steps = trainer.get("max_steps")
+    max_steps = config.max_steps
     steps = int(max_steps) if max_steps not in (None, -1) else None
-    epochs = trainer.get("max_epochs")
+    epochs = config.max_epochs
     if epochs is None:
         epochs = -1 if steps is not None else LIGHTNING_DEFAULT_EPOCHS
     return int(epochs), steps
@@ -243,8 +244,7 @@ def configured_length(trainer: dict[str, Any]) -> tuple[int, int | None]:
 
 def check_weights(run: RunFiles) -> Check:
     name = "weights not from test"
-    trainer = run.plan.config.get("trainer") or {}
-    epochs, steps = configured_length(trainer)
+    epochs, steps = configured_length(run.plan.config)
     problems = []
     for k in range(run.plan.n_folds):
         record = read_record(FoldPaths(run.run_dir, k))

@@ -1,5 +1,5 @@
 """The files of a pooled run that the audit reads: run.json/config.yaml, predictions.csv, metrics.json,
-fold_plan.json, and per fold its predictions and provenance record (``experiments.runner.folds``).
+fold_plan.json, and per fold its predictions and provenance record (``experiments.runner.paths``).
 
 A missing run or an unpooled one is a user error (one line); a missing or malformed fold plan is
 not: it leaves the checks that need it unverifiable, so they fail and say why.
@@ -16,8 +16,8 @@ import pandas as pd
 
 from datamodules.errors import MERError
 
-from ..runner.folds import FoldPaths
-from ..runner.plan import RunPlan
+from ..runner.paths import FoldPaths
+from ..runner.run_plan import RunPlan
 
 TEXT_COLUMNS = {"sample_id": str, "subject": str, "dataset": str}
 PREDICTION_COLUMNS = ("sample_id", "subject", "dataset", "fold", "label", "pred")
@@ -74,7 +74,7 @@ def load_fold_plan(run_dir: Path, n_folds: int) -> FoldPlan | str:
 
 
 def read_record(paths: FoldPaths) -> dict[str, Any] | str:
-    """A fold's provenance record (``job.fold_record``), or why it cannot be read."""
+    """A fold's provenance record (``runner.jobs.fold_outputs.fold_record``), or why it cannot be read."""
     name = f"folds/{paths.record.name}"
     if not paths.record.is_file():
         return f"{name} missing: which weights predicted the fold is unknown"

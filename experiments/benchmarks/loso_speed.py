@@ -23,21 +23,20 @@ job), for a GPU.
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 
+from ..config_files import read_config
 from ..metrics import pooled_metrics
-from ..runner.folds import FoldPaths
-from ..runner.local import run_local
-from ..runner.options import LosoOptions
-from ..runner.plan import instantiate, plan_run, with_trainer
+from ..runner.executors.local import run_local
+from ..runner.options import FoldBatching, LocalExecutor, LosoOptions
+from ..runner.paths import FoldPaths
+from ..runner.planning import plan_run
+from ..runner.run_plan import RunConfig, instantiate
 from .common import device_name, run_benchmark
 
 CONFIGS = {"ststnet_cde": Path("configs/ststnet/megc2019_cde.yaml"), "medn_synthetic": Path("configs/medn/synthetic.yaml")}
@@ -48,19 +47,21 @@ CPU_SIZED = {  # (epochs, folds, data/model overrides) of the default, CPU-sized
 }
 
 
-def workload_config(name: str, published: bool, epochs: int | None, device: str) -> tuple[dict[str, Any], str | None]:
+def workload_config(name: str, published: bool, epochs: int | None, device: str) -> tuple[RunConfig, str | None]:
     """The workload's config (CPU-sized unless `published`) and its fold selection."""
-    config = yaml.safe_load(CONFIGS[name].read_text())
+    values = read_config(CONFIGS[name])
     default_epochs, folds, overrides = CPU_SIZED[name]
     if not published:
-        for section, values in overrides.items():
-            config[section]["init_args"].update(values)
-        config = with_trainer(config, max_epochs=default_epochs)
+        for section, section_values in overrides.items():
+            values[section]["init_args"].update(section_values)
+    config = RunConfig(values)
+    if not published:
+        config = config.with_trainer(max_epochs=default_epochs)
     else:
         folds = None
     if epochs is not None:
-        config = with_trainer(config, max_epochs=epochs)
-    return with_trainer(config, accelerator=device, devices=1), folds
+        config = config.with_trainer(max_epochs=epochs)
+    return config.with_trainer(accelerator=device, devices=1), folds
 
 
 def gpu_copy_bandwidth(elements: int = 2**26) -> float:
@@ -78,7 +79,7 @@ def gpu_copy_bandwidth(elements: int = 2**26) -> float:
     return best
 
 
-def floor_seconds(config: dict[str, Any], n_folds: int, device: str) -> tuple[float, float, float]:
+def floor_seconds(config: RunConfig, n_folds: int, device: str) -> tuple[float, float, float]:
     """(total training FLOPs, measured FLOP/s, floor seconds) of the workload's training on `device`.
 
     The rate is the best of training steps at 4x, 16x and 64x the configured batch (one model; a GPU
@@ -86,7 +87,7 @@ def floor_seconds(config: dict[str, Any], n_folds: int, device: str) -> tuple[fl
     move (every activation autograd saves, written once and read once) over the measured copy bandwidth."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cli = instantiate(with_trainer(config, logger=False, enable_progress_bar=False, enable_model_summary=False))
+    cli = instantiate(config.with_trainer(logger=False, enable_progress_bar=False, enable_model_summary=False))
     model, datamodule = cli.model.to(device), cli.datamodule
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -117,7 +118,7 @@ def floor_seconds(config: dict[str, Any], n_folds: int, device: str) -> tuple[fl
         for _ in range(repeats):
             step(big)
         rate = max(rate, per_sample * len(big["label"]) * repeats / (time.perf_counter() - start))
-    samples = len(datamodule.split()["train"]) * int(config["trainer"]["max_epochs"]) * n_folds
+    samples = len(datamodule.split()["train"]) * int(config.max_epochs or 0) * n_folds
     total = per_sample * samples
     floor = total / rate
     if device == "cuda":
@@ -125,12 +126,12 @@ def floor_seconds(config: dict[str, Any], n_folds: int, device: str) -> tuple[fl
     return total, rate, floor
 
 
-def timed_run(config: dict[str, Any], folds: str | None, run_dir: Path, fold_batch: str) -> tuple[float, float]:
+def timed_run(config: RunConfig, folds: str | None, run_dir: Path, fold_batch: str) -> tuple[float, float]:
     """(seconds, pooled UF1) of the run of `config` into `run_dir` with this fold batching."""
-    options = LosoOptions(output=run_dir, folds=folds, fold_batch=fold_batch, wandb="disabled")
-    plan = plan_run(yaml.safe_dump(config), options, run_dir)  # prepares the data, untimed
+    options = LosoOptions.of(output=run_dir, folds=folds, fold_batch=fold_batch, wandb="disabled")
+    plan = plan_run(config.to_yaml(), options, run_dir)  # prepares the data, untimed
     start = time.perf_counter()
-    run_local(run_dir, plan, plan.folds, fold_batch=fold_batch)
+    run_local(run_dir, plan, plan.folds, LocalExecutor(), FoldBatching(fold_batch).size)
     seconds = time.perf_counter() - start
     predictions = pd.concat(pd.read_csv(FoldPaths(run_dir, k).csv) for k in plan.folds)
     return seconds, pooled_metrics(predictions, plan.class_names)["uf1"]
@@ -153,11 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {args.device} ({device_name(args.device)}), torch {torch.__version__}")
     for name in names:
         config, folds = workload_config(name, args.published, args.epochs, args.device)
-        old_s, old_uf1 = timed_run(copy.deepcopy(config), folds, root / name / "sequential", "off")
-        new_s, new_uf1 = timed_run(copy.deepcopy(config), folds, root / name / "fold_batched", args.fold_batch)
+        old_s, old_uf1 = timed_run(config, folds, root / name / "sequential", "off")
+        new_s, new_uf1 = timed_run(config, folds, root / name / "fold_batched", args.fold_batch)
         n_folds = len(list((root / name / "sequential" / "folds").glob("fold_*.csv")))
         flops, rate, floor = floor_seconds(config, n_folds, args.device)
-        print(f"{name}: {n_folds} folds x {config['trainer']['max_epochs']} epochs"
+        print(f"{name}: {n_folds} folds x {config.max_epochs} epochs"
               f"{'' if folds is None else f' (folds {folds})'}\n"
               f"  sequential   {old_s:8.1f} s  UF1 {old_uf1:.4f}\n"
               f"  fold-batched {new_s:8.1f} s  UF1 {new_uf1:.4f}  (--fold-batch {args.fold_batch})\n"

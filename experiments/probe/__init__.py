@@ -18,12 +18,16 @@ from jsonargparse import ArgumentParser, Namespace
 
 from datamodules.errors import MERError
 
+from ..atomic_files import write_json
+from ..runner.fold_selection import format_folds, parse_folds
+
 if TYPE_CHECKING:
-    from ..runner.plan import RunPlan
+    from ..runner.run_plan import RunPlan
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
+        prog="mer probe", exit_on_error=False,
         description="Linear probe of subject identity on the features each model declares, for every finished "
                     "fold of a `mer loso` run dir (its training subjects only), pooled over folds. "
                     "Prints a table; writes probe.json and probe.png (probe_folds-<folds>.* with --folds).")
@@ -37,8 +41,12 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def main(argv: list[str]) -> None:
+    """`mer probe` on `argv`."""
+    run(build_parser().parse_args(argv))
+
+
 def run(args: Namespace) -> None:
-    from ..reporting import write_json
     from .output import plot_probe, probe_table
     from .probe_run import probe_run
 
@@ -57,14 +65,12 @@ def run(args: Namespace) -> None:
 
 def output_stem(folds: str | None, plan: RunPlan) -> str:
     """'probe' for every finished fold; 'probe_folds-1-3' for --folds 1-3 (a subset never replaces the whole)."""
-    from ..runner.folds import format_folds, parse_folds
-
     return "probe" if folds is None else f"probe_folds-{format_folds(parse_folds(folds, plan.n_folds))}"
 
 
 def load_plan(run_dir: Path) -> RunPlan:
     """The run's plan; a folder of runs (e.g. seed_N/ of `mer loso --seeds`) is named as such."""
-    from ..runner.plan import RunPlan
+    from ..runner.run_plan import RunPlan
 
     if not (run_dir / "run.json").is_file():
         runs = sorted(p.parent.name for p in run_dir.glob("*/run.json"))

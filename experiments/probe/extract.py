@@ -12,11 +12,10 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from datamodules.errors import MERError
-from lightning_modules.fold_batch import fold_state_from_group
+from lightning_modules.fold_batch_module import fold_state_from_group
 
-from ..runner.folds import FoldPaths
-from ..runner.job import fold_config
-from ..runner.plan import FOLD_PLAN, PROBE_TRAINER, RunPlan, fold_plan_difference, instantiate, with_trainer
+from ..runner.paths import FoldPaths, GroupPaths
+from ..runner.run_plan import FOLD_PLAN, PROBE_TRAINER, RunPlan, fold_plan_difference, instantiate
 
 # The Trainer is only built, never run: a run trained on GPUs (or in mixed precision) is probed anywhere.
 BUILD_ONLY = {**PROBE_TRAINER, "enable_checkpointing": False, "accelerator": "cpu", "devices": 1, "num_nodes": 1,
@@ -34,7 +33,7 @@ class FoldFeatures:
 def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str) -> FoldFeatures:
     """Rebuild fold k's model and datamodule from the run's config, load the weights that predicted it
     (:func:`weights_file`) and return ``model.probe_features`` (eval mode) on its train and inner-val samples; never its test subjects."""
-    cli = instantiate(with_trainer(fold_config(plan, run_dir, k), **BUILD_ONLY))
+    cli = instantiate(plan.fold_config(k).with_trainer(**BUILD_ONLY))
     model, datamodule = cli.model, cli.datamodule
     if datamodule.test_subjects != plan.test_subjects[k]:
         raise MERError(f"{plan.fold_name(k)}: the config now holds out {datamodule.test_subjects} in this fold "
@@ -69,14 +68,12 @@ def weights_file(run_dir: Path, k: int) -> tuple[Path, int | None]:
     group = record.get("fold_group")
     if not group:
         return paths.last_ckpt, None
-    from ..runner.fold_batch import GroupPaths
-
     return GroupPaths(run_dir, tuple(group)).last_ckpt, list(group).index(k)
 
 
 def load_weights(model: torch.nn.Module, path: Path, position: int | None) -> None:
     """The checkpoint's weights of the fold into `model` (all keys must fit); `position`: the fold's
-    slice of a fold group's stacked tensors (``lightning_modules.fold_batch.fold_state_from_group``)."""
+    slice of a fold group's stacked tensors (``lightning_modules.fold_batch_module.fold_state_from_group``)."""
     try:
         state = read_state_dict(path)
         if position is not None:

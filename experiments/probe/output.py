@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..reporting import pyplot, save_figure
+from ..plots import pyplot, save_figure
 
 POOLING = ("pooled: the balanced accuracy of every probed fold's held-out (true, predicted) subject pairs "
            "together; chance, chance_sd: its mean and standard deviation for a probe guessing uniformly among "

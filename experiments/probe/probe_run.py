@@ -8,8 +8,9 @@ from typing import Any
 
 from datamodules.errors import MERError
 
-from ..runner.folds import FoldPaths, parse_folds
-from ..runner.plan import RunPlan
+from ..runner.fold_selection import parse_folds
+from ..runner.paths import FoldPaths
+from ..runner.run_plan import RunPlan
 from .extract import fold_features, weights_file
 from .linear import C, FoldProbe, pool_folds, probe_fold, split_per_subject
 from .output import POOLING
@@ -30,7 +31,7 @@ def probe_run(plan: RunPlan, run_dir: Path, folds: str | None, device: str, seed
               for name, results in probes.items() for p in results if not p.converged]
     return {
         "run_dir": str(run_dir.resolve()),
-        "model": str(plan.config.get("model", {}).get("class_path", "?")).rsplit(".", 1)[-1],
+        "model": (plan.config.model_class_path or "?").rsplit(".", 1)[-1],
         "config_hash": plan.config_hash,
         "folds": sorted({p.fold for results in probes.values() for p in results}),
         "method": "per fold: each training subject's samples split ceil(n/2) fit / rest held out "

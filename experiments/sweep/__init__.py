@@ -21,11 +21,13 @@ from typing import Literal, Optional
 
 from jsonargparse import ArgumentParser, Namespace
 
+from datamodules.errors import MERError
+
 DEFAULT_OUTPUT = Path("outputs/sweeps")
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="mer sweep", exit_on_error=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", type=Path, help="a W&B sweep YAML (configs/sweeps/*.yaml)")
     parser.add_argument("--output", type=Optional[Path], default=None,
                         help=f"study directory (default {DEFAULT_OUTPUT}/<spec name>); rerun to resume")
@@ -53,12 +55,13 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run(args: Namespace) -> None:
-    from datamodules.errors import MERError
+def main(argv: list[str]) -> None:
+    """`mer sweep` on `argv`."""
+    run(build_parser().parse_args(argv))
 
-    from ..runner.options import LosoOptions
-    from ..runner.plan import parse_devices
-    from ..runner.slurm import check_launch
+
+def run(args: Namespace) -> None:
+    from ..runner.options import SlurmOptions, parse_devices
     from .launch import launch_slurm, run_local_workers
     from .setup import check_output, check_spec, claim_output
     from .spec import load_spec
@@ -71,12 +74,12 @@ def run(args: Namespace) -> None:
     workers = len(devices) if devices else args.parallel
     if workers < 1 or args.heartbeat <= 0 or args.grace_period <= args.heartbeat or args.max_retry < 0:
         raise MERError("give --parallel >= 1, --heartbeat > 0, --grace-period > --heartbeat and --max-retry >= 0")
-    slurm = LosoOptions(launcher="slurm", partition=args.partition, time=args.time, cpus_per_task=args.cpus_per_task,
-                        gpus_per_task=args.gpus_per_task, dry_run=args.dry_run)
+    slurm = SlurmOptions(launcher="slurm", partition=args.partition, time=args.time, cpus_per_task=args.cpus_per_task,
+                         gpus_per_task=args.gpus_per_task, dry_run=args.dry_run)
     if args.launcher == "slurm":
         if devices:
             raise MERError("--devices picks local GPUs; on SLURM give --gpus-per-task (each task uses the GPUs it gets)")
-        check_launch(slurm)
+        slurm.check()
     check_output(spec, output)
     check_spec(spec, output)
     claim_output(spec, output)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import optuna
 
-from ..runner.options import LosoOptions
-from ..runner.slurm import REPO_ROOT, array_script, follow_up_script, submit_array_then
+from ..runner.executors.slurm import REPO_ROOT, array_script, follow_up_script, submit_array_then
+from ..runner.options import SlurmOptions
 
 LOGS = "logs"
 SLURM_DIR = "slurm"
@@ -69,21 +69,21 @@ def run_local_workers(output: Path, study: optuna.Study, n: int, devices: list[s
     return [w.returncode for w in workers]
 
 
-def workers_script(output: Path, n: int, options: LosoOptions) -> str:
+def workers_script(output: Path, n: int, options: SlurmOptions) -> str:
     comments = [f"mer sweep workers: {n} array task(s) pull trials of the study in {output} until it is done;",
                 "a task that dies leaves its trial to the others (retried after the heartbeat grace period)."]
     command = f'{shlex.join(worker_command(output))} --index "$SLURM_ARRAY_TASK_ID"'
     return array_script(output, options, comments, "worker-%A_%a.out", n, [], command)
 
 
-def summary_script(output: Path, options: LosoOptions) -> str:
+def summary_script(output: Path, options: SlurmOptions) -> str:
     comments = [f"mer sweep summary of {output} once every worker task has ended: trials.csv, figure6.png, heatmap.png"]
     return follow_up_script(output, options, comments, "summary", shlex.join(worker_command(output, "--summary")))
 
 
-def launch_slurm(output: Path, n: int, options: LosoOptions) -> None:
+def launch_slurm(output: Path, n: int, options: SlurmOptions) -> None:
     """Write OUTPUT/slurm/{workers,summary}.sbatch and submit them (``--dry-run``: print them only);
-    `options` passed ``runner.slurm.check_launch``."""
+    `options` passed ``SlurmOptions.check``."""
     output = output.resolve()
     ids = submit_array_then(output / SLURM_DIR, (WORKERS_SCRIPT, workers_script(output, n, options)),
                             (SUMMARY_SCRIPT, summary_script(output, options)), options.dry_run,

@@ -10,8 +10,10 @@ from jsonargparse import ArgumentError
 
 from datamodules.errors import MERError
 
-from ..command_line import one_line
-from ..reporting import atomic_write_text
+from ..atomic_files import atomic_write_text
+from ..exit_codes import one_line
+from ..loso import parse as parse_loso
+from ..runner.run_plan import PROBE_TRAINER, RunConfig, instantiate
 from .spec import SweepSpec
 from .study import SPEC_COPY
 
@@ -26,16 +28,13 @@ def check_spec(spec: SweepSpec, output: Path) -> None:
     if not spec.metric.startswith("pooled/") or spec.metric.rsplit("/", 1)[-1] not in POOLED_METRICS:
         raise MERError(f"{spec.path}: metric {spec.metric}: mer sweep scores a trial by a pooled metric of its "
                        "whole LOSO run: pooled/uf1, pooled/uar, pooled/acc or pooled/<dataset>/<uf1|uar|acc>")
-    from ..lightning_cli import LosoCLI, make_cli
-    from ..runner.plan import PROBE_TRAINER, instantiate, with_trainer
-
     params = {p.name: p.values[0] if p.values else p.low for p in spec.parameters}
     args = [*spec.trial_args(params), "--output", str(output)]
     try:
-        cli = make_cli(args, run=False, prog="mer loso", cli_class=LosoCLI)
+        cli = parse_loso(args)
     except ArgumentError as err:
         raise MERError(f"{spec.path}: mer loso refuses a trial's options ({' '.join(args)}): {one_line(err)}") from None
-    config = with_trainer(yaml.safe_load(cli.fold_config_yaml()), **PROBE_TRAINER)
+    config = RunConfig.from_yaml(cli.fold_config_yaml()).with_trainer(**PROBE_TRAINER)
     datamodule = instantiate(config).datamodule
     datamodule.check_inputs()
     datamodule.prepare_data()

@@ -35,9 +35,10 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from datamodules.errors import MERError
 
-from ..reporting import write_json
-from ..runner.aggregate import wandb_summary
-from ..runner.seeds import SUMMARY_JSON as SEEDS_SUMMARY, seeds_metrics
+from ..atomic_files import write_json
+from ..loso import main as run_loso_command
+from ..runner.pooling import wandb_summary
+from ..runner.seed_runs import SUMMARY_JSON as SEEDS_SUMMARY, seeds_metrics
 from .spec import Parameter, SweepSpec, load_spec
 
 SPEC_COPY = "spec.yaml"
@@ -203,8 +204,6 @@ def metric_value(metrics: dict[str, Any], name: str, source: Path) -> float:
 
 def run_trial(trial: Trial, spec: SweepSpec, settings: SweepSettings, output: Path) -> float:
     """The trial as one whole `mer loso` run into its folder (a retry resumes its finished folds)."""
-    from ..loso import run_loso_command
-
     run_dir = output / trial.user_attrs["run_dir"]
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     args = [*spec.trial_args(trial.params), "--output", str(run_dir), "--wandb", settings.wandb]

@@ -13,7 +13,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ..reporting import atomic_write_csv, pyplot, save_figure
+from ..atomic_files import atomic_write_csv
+from ..plots import pyplot, save_figure
 from .spec import SweepSpec
 
 TABLE = "trials.csv"

@@ -16,6 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
+from ..exit_codes import guarded
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep.worker", description=__doc__.split("\n\n")[0])
@@ -42,6 +44,4 @@ def worker_main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from ..command_line import guarded
-
     guarded(worker_main, "finished trials are kept in the study journal; rerun mer sweep to resume")

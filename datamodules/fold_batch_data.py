@@ -1,6 +1,6 @@
 """A group of LOSO folds whose whole sample table lives on the training device as tensors.
 
-Fold-batched training (``lightning_modules.fold_batch``) trains F folds at once; every step needs
+Fold-batched training (``lightning_modules.fold_batch_module``) trains F folds at once; every step needs
 one batch per fold, each drawn only from that fold's own training rows. Here the data source's
 items of every table row are stacked once into tensors on the device (no DataLoader, no workers);
 each fold keeps its training rows, test rows and identity labels as index tensors. At each epoch

@@ -112,7 +112,7 @@ class FoldBatch(L.LightningModule):
     Args:
         models: one freshly initialised model per fold, all of one class and shape.
         batches: gives the step's batch of every fold (values (F, B, ...)) for a step index,
-            e.g. :class:`datamodules.device_resident.DeviceResidentFolds`.
+            e.g. :class:`datamodules.fold_batch_data.DeviceResidentFolds`.
         compile: ``torch.compile`` the batched loss (optional; off by default).
         vectorize: vmap over folds (True) or loop over them inside each step (False); None: vmap
             on accelerators, loop on CPU.

@@ -1,7 +1,7 @@
-"""Executors on one machine: folds one after another in this process, or in worker processes.
+"""Executors on one machine: jobs one after another in this process, or in worker processes.
 
-A job is one fold (``job.run_fold``) or, under ``--fold-batch``, a group of folds trained at once
-(``fold_batch.run_fold_job``). Worker processes (spawn) each run one job attempt, pinned to a GPU through
+A job (``runner.jobs``) is one fold or, under ``--fold-batch``, a group of folds trained at once; every
+executor calls its ``run(plan, report)``. Worker processes (spawn) each run one job attempt, pinned to a GPU through
 ``CUDA_VISIBLE_DEVICES`` (K folds at once per GPU) or on CPU (N at once). A fold whose worker
 dies or fails is retried once, then reported by name. One progress bar counts folds; its postfix
 shows what each worker is doing ('w0: fold 3 ep 2/10 | w1: fold 5 ep 1/10'), as the workers report
@@ -25,11 +25,11 @@ from tqdm.auto import tqdm
 
 from datamodules.errors import MERError
 
-from ..lightning_cli import on_slurm
-from .folds import FoldPaths, format_folds
-from .fold_batch import HOST_WORKERS, job_chunks, parse_fold_batch, run_fold_job, started_groups
-from .job import run_fold
-from .plan import RunPlan, is_rank_zero, parse_devices
+from ...lightning_cli import on_slurm
+from ..jobs import Job, pending_jobs
+from ..jobs.fold_group_job import HOST_WORKERS
+from ..options import LocalExecutor, parse_devices
+from ..run_plan import RunPlan, is_rank_zero
 
 ATTEMPTS = 2  # a crashed fold is retried once
 
@@ -42,11 +42,13 @@ class Slot:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def make_slots(devices: str | None, folds_per_device: int, workers: int) -> list[Slot]:
-    if devices is not None:
-        return [Slot(f"g{d}.{j}" if folds_per_device > 1 else f"g{d}", {"CUDA_VISIBLE_DEVICES": d})
-                for d in parse_devices(devices) for j in range(folds_per_device)]
-    return [Slot(f"w{i}", {HOST_WORKERS: str(workers)}) for i in range(workers)]
+def make_slots(executor: LocalExecutor) -> list[Slot]:
+    """One slot per fold run at once: K per GPU of ``--devices``, else one per CPU worker."""
+    if executor.devices is not None:
+        per_device = executor.folds_per_device
+        return [Slot(f"g{d}.{j}" if per_device > 1 else f"g{d}", {"CUDA_VISIBLE_DEVICES": d})
+                for d in parse_devices(executor.devices) for j in range(per_device)]
+    return [Slot(f"w{i}", {HOST_WORKERS: str(executor.workers)}) for i in range(executor.workers)]
 
 
 def fold_bar(folds: list[int], done: int) -> tqdm:
@@ -54,59 +56,40 @@ def fold_bar(folds: list[int], done: int) -> tqdm:
     return tqdm(total=len(folds), initial=done, desc="folds", unit="fold", dynamic_ncols=True, disable=not is_rank_zero())
 
 
-def run_job(run_dir: Path, plan: RunPlan, job: list[int], fold_batch: int | None, report=None) -> None:
-    """One job: a single fold, or under fold batching a group of folds (``fold_batch`` N, or 0 = auto)."""
-    if fold_batch is None:
-        (k,) = job
-        run_fold(run_dir, k, report=report, plan=plan)
-    else:
-        run_fold_job(run_dir, job, plan, fold_batch, report=report)
-
-
-def fold_jobs(run_dir: Path, folds: list[int], fold_batch: int | None, slots: int) -> list[list[int]]:
-    """The jobs of the not-yet-done `folds`: one fold each, or under fold batching the groups an earlier
-    attempt started (each its own job, so it resumes from its checkpoint), then the rest in groups."""
-    todo = [k for k in folds if not FoldPaths(run_dir, k).done()]
-    if fold_batch is None:
-        return [[k] for k in todo]
-    started = started_groups(run_dir, todo)
-    taken = {k for group in started for k in group}
-    return started + job_chunks([k for k in todo if k not in taken], fold_batch, slots)
-
-
-def run_sequential(run_dir: Path, plan: RunPlan, folds: list[int], fold_batch: int | None = None) -> None:
+def run_sequential(plan: RunPlan, folds: list[int], jobs: list[Job]) -> None:
     """Every job in this process, one after another."""
     requeue_between_folds()
-    jobs = fold_jobs(run_dir, folds, fold_batch, slots=1)
-    with fold_bar(folds, len(folds) - sum(map(len, jobs))) as bar:
+    with fold_bar(folds, len(folds) - sum(len(job.folds) for job in jobs)) as bar:
         for job in jobs:
-            run_job(run_dir, plan, job, fold_batch, report=bar.set_postfix_str)
-            bar.update(len(job))
+            job.run(plan, report=bar.set_postfix_str)
+            bar.update(len(job.folds))
 
 
-def _fold_worker(run_dir: Path, job: list[int], fold_batch: int | None, slot: str, env: dict[str, str],
-                 messages: mp.Queue) -> None:
-    """Body of a worker process: one job; its traceback goes to its first fold's error.log on failure."""
+def _job_worker(job: Job, slot: str, env: dict[str, str], messages: mp.Queue) -> None:
+    """Body of a worker process: one job; its traceback goes to the job's error.log on failure."""
     os.environ.update(env)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Lightning installs its requeue handler only over the default
+
+    def report(text: str) -> None:
+        messages.put((slot, text))
+
     try:
-        run_job(run_dir, RunPlan.load(run_dir), job, fold_batch, report=lambda text: messages.put((slot, text)))
+        job.run(RunPlan.load(job.run_dir), report)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BaseException:
-        paths = FoldPaths(run_dir, job[0])
-        paths.dir.mkdir(parents=True, exist_ok=True)
-        paths.error_log.write_text(traceback.format_exc())
+        job.error_log.parent.mkdir(parents=True, exist_ok=True)
+        job.error_log.write_text(traceback.format_exc())
         raise
 
 
-def run_parallel(run_dir: Path, plan: RunPlan, folds: list[int], slots: list[Slot], fold_batch: int | None = None) -> None:
+def run_parallel(plan: RunPlan, folds: list[int], slots: list[Slot], jobs: list[Job]) -> None:
     """Jobs in worker processes, one per slot at a time; raises MERError naming folds whose job failed twice."""
     context = mp.get_context("spawn")
     messages = context.Queue()
-    pending = deque(tuple(job) for job in fold_jobs(run_dir, folds, fold_batch, len(slots)))
+    pending = deque(jobs)
     attempts = {job: 0 for job in pending}
-    running: dict[str, tuple[BaseProcess, tuple[int, ...]]] = {}
+    running: dict[str, tuple[BaseProcess, Job]] = {}
     status: dict[str, str] = {}
     failed: list[str] = []
     survive_requeue_signal()
@@ -117,12 +100,11 @@ def run_parallel(run_dir: Path, plan: RunPlan, folds: list[int], slots: list[Slo
                     if slot.name not in running and pending:
                         job = pending.popleft()
                         attempts[job] += 1
-                        process = context.Process(target=_fold_worker, args=(run_dir, list(job), fold_batch, slot.name,
-                                                                             slot.env, messages),
-                                                  name=f"mer-fold-{job[0]}", daemon=False)
+                        process = context.Process(target=_job_worker, args=(job, slot.name, slot.env, messages),
+                                                  name=f"mer-fold-{job.folds[0]}", daemon=False)
                         process.start()
                         running[slot.name] = (process, job)
-                        status[slot.name] = f"fold{'s' if len(job) > 1 else ''} {format_folds(list(job))} starting"
+                        status[slot.name] = f"{job.name} starting"
                 _drain(messages, status, timeout=0.5)
                 for name, (process, job) in list(running.items()):
                     if process.exitcode is None:
@@ -130,17 +112,17 @@ def run_parallel(run_dir: Path, plan: RunPlan, folds: list[int], slots: list[Slo
                     process.join()
                     del running[name]
                     status[name] = "idle"
-                    done = [k for k in job if FoldPaths(run_dir, k).done()]
+                    done = job.done_folds()
                     bar.update(len(done))
-                    if len(done) == len(job):
+                    if len(done) == len(job.folds):
                         continue
                     if attempts[job] < ATTEMPTS:
-                        retry = tuple(k for k in job if k not in done)
+                        retry = job.remaining()
                         attempts[retry] = attempts[job]
                         pending.appendleft(retry)
                     else:
-                        failed.append(f"{', '.join(plan.fold_name(k) for k in job if k not in done)}: worker exit code "
-                                      f"{process.exitcode}, see {FoldPaths(run_dir, job[0]).error_log}")
+                        failed.append(f"{', '.join(plan.fold_name(k) for k in job.folds if k not in done)}: worker exit "
+                                      f"code {process.exitcode}, see {job.error_log}")
                 bar.set_postfix_str(" | ".join(f"{name}: {text}" for name, text in sorted(status.items())), refresh=False)
                 bar.refresh()
         except KeyboardInterrupt:
@@ -162,7 +144,7 @@ def _drain(messages: mp.Queue, status: dict[str, str], timeout: float) -> None:
         pass
 
 
-def stop(running: dict[str, tuple[BaseProcess, tuple[int, ...]]]) -> None:
+def stop(running: dict[str, tuple[BaseProcess, Job]]) -> None:
     """End our own worker processes (each by its pid) and wait for them."""
     for process, _ in running.values():
         if process.exitcode is None:
@@ -177,7 +159,7 @@ def stop(running: dict[str, tuple[BaseProcess, tuple[int, ...]]]) -> None:
 def requeue_between_folds() -> None:
     """Under SLURM, a USR1 that arrives between two folds (no Trainer, so no Lightning handler) requeues
     the task as Lightning's handler would; while a Trainer runs, Lightning's handler answers it
-    (job.lightning_answers_requeue)."""
+    (``jobs.trainer_calls.lightning_answers_requeue``)."""
     if not on_slurm():
         return
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -196,12 +178,11 @@ def survive_requeue_signal() -> None:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
-def run_local(run_dir: Path, plan: RunPlan, folds: list[int], devices: str | None = None,
-              folds_per_device: int = 1, workers: int = 1, fold_batch: str = "off") -> None:
-    """Run `folds` with the executor the options ask for (``fold_batch``: 'off', 'auto' or N folds per job)."""
-    slots = make_slots(devices, folds_per_device, workers)
-    size = parse_fold_batch(fold_batch)
-    if len(slots) == 1 and devices is None:
-        run_sequential(run_dir, plan, folds, size)
+def run_local(run_dir: Path, plan: RunPlan, folds: list[int], executor: LocalExecutor, fold_batch: int | None) -> None:
+    """Run `folds` with the executor the options ask for (``fold_batch``: None, or N folds per job, 0 = auto)."""
+    slots = make_slots(executor)
+    jobs = pending_jobs(run_dir, folds, fold_batch, len(slots))
+    if len(slots) == 1 and executor.devices is None:
+        run_sequential(plan, folds, jobs)
     else:
-        run_parallel(run_dir, plan, folds, slots, size)
+        run_parallel(plan, folds, slots, jobs)

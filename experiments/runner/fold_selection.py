@@ -1,9 +1,6 @@
-"""Fold selections (``--folds 0-9,12``), lists of numbers (``--seeds``) and where a fold's files live in a run directory."""
+"""Fold selections (``--folds 0-9,12``) and lists of numbers (``--seeds``): parsed and written back."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 from datamodules.errors import MERError
 
@@ -47,48 +44,3 @@ def format_folds(folds: list[int]) -> str:
         else:
             parts.append(str(k))
     return ",".join(parts)
-
-
-class TrainerRoot:
-    """A Trainer's root directory ``dir`` (of a fold or of a fold group; subclasses say where) and its
-    resume checkpoint."""
-
-    @property
-    def dir(self) -> Path:
-        raise NotImplementedError
-
-    @property
-    def last_ckpt(self) -> Path:
-        return self.dir / "last.ckpt"
-
-
-@dataclass(frozen=True)
-class FoldPaths(TrainerRoot):
-    """Files of fold `k` in run directory `run_dir`.
-
-    ``csv``: its predictions (written last, atomically: their existence means the fold is done);
-    ``dir``: Trainer root of the fold (CSV logs, ``last.ckpt``, Lightning's SLURM ``hpc_ckpt_*``).
-    """
-
-    run_dir: Path
-    k: int
-
-    @property
-    def csv(self) -> Path:
-        return self.run_dir / "folds" / f"fold_{self.k:03d}.csv"
-
-    @property
-    def dir(self) -> Path:
-        return self.run_dir / "folds" / f"fold_{self.k:03d}"
-
-    @property
-    def record(self) -> Path:
-        """Which weights predicted the fold and why (``fold_record``), written just before the CSV."""
-        return self.run_dir / "folds" / f"fold_{self.k:03d}.json"
-
-    @property
-    def error_log(self) -> Path:
-        return self.dir / "error.log"
-
-    def done(self) -> bool:
-        return self.csv.is_file()

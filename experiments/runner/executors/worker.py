@@ -1,6 +1,6 @@
 """Worker command: run a chunk of a planned run's folds, e.g. one SLURM array task.
 
-    python -m experiments.runner.worker RUN_DIR [--folds SPEC | --task-index I --folds-per-task K]
+    python -m experiments.runner.executors.worker RUN_DIR [--folds SPEC | --task-index I --folds-per-task K]
         [--devices 0,1] [--folds-per-device K] [--workers N] [--fold-batch off|auto|N] [--aggregate]
 
 RUN_DIR must have been planned by ``mer loso`` (config.yaml + run.json). Without a selection the
@@ -19,11 +19,13 @@ from pathlib import Path
 
 from datamodules.errors import MERError
 
-from .aggregate import aggregate, missing_folds
-from .folds import parse_folds
+from ...exit_codes import guarded
+from ..fold_selection import parse_folds
+from ..options import FoldBatching, LocalExecutor
+from ..pooling import aggregate, missing_folds
+from ..run_plan import RunPlan
+from ..seed_runs import pool
 from .local import run_local
-from .plan import RunPlan
-from .seeds import pool
 
 
 def task_folds(plan: RunPlan, task_index: int, folds_per_task: int) -> list[int]:
@@ -36,7 +38,7 @@ def task_folds(plan: RunPlan, task_index: int, folds_per_task: int) -> list[int]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m experiments.runner.worker", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.runner.executors.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory planned by mer loso")
     chunk = parser.add_mutually_exclusive_group()
     chunk.add_argument("--folds", help="fold indices, e.g. 0-9 or 3,5 (default: the run's selected folds)")
@@ -61,12 +63,12 @@ def worker_main(argv: list[str] | None = None) -> None:
         folds = task_folds(plan, args.task_index, args.folds_per_task)
     else:
         folds = parse_folds(args.folds, plan.n_folds) if args.folds else plan.folds
-    run_local(args.run_dir, plan, folds, args.devices, args.folds_per_device, args.workers, args.fold_batch)
+    executor = LocalExecutor(devices=args.devices, folds_per_device=args.folds_per_device, workers=args.workers)
+    executor.check()
+    run_local(args.run_dir, plan, folds, executor, FoldBatching(args.fold_batch).size)
     if args.aggregate and not missing_folds(args.run_dir, plan):
         aggregate(args.run_dir)
 
 
 if __name__ == "__main__":
-    from ..command_line import guarded
-
     guarded(worker_main)

@@ -1,10 +1,11 @@
-"""Command line: ``lightning`` (LightningCLI: fit/validate/test/predict) and ``mer`` (the same plus
-``loso``, ``dataset-info`` and ``prepare``), one jsonargparse subcommand tree.
+"""The entry points: ``lightning`` (LightningCLI: fit/validate/test/predict) and ``mer`` (the same plus
+``loso``, ``probe``, ``sweep``, ``report``, ``audit``, ``dataset-info`` and ``prepare``).
 
-Lightning 2.5+ no longer installs a ``lightning`` command, so the suite provides one. A branch of the
-``mer`` tree is built only when the command line names it, so ``mer --help`` and a mistyped
-subcommand answer without importing torch; the Lightning branches are LightningCLI's own parsers.
-User errors are one ``error:`` line and exit code 2; Ctrl-C exits 130 with how to resume.
+Lightning 2.5+ no longer installs a ``lightning`` command, so the suite provides one. Every other
+subcommand is a module with ``main(argv)``, imported only when the command line names it, so
+``mer --help`` and a mistyped subcommand answer without importing torch (from a jsonargparse tree of
+the subcommands' help lines). User errors are one ``error:`` line and exit code 2; Ctrl-C exits 130
+with how to resume.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from importlib import import_module
 
 from jsonargparse import ArgumentParser
 
-from .command_line import guarded
+from .exit_codes import guarded
 
 
 @dataclass(frozen=True)
 class Subcommand:
-    """A branch of the `mer` tree: its help line, what an interrupted run keeps, and (for branches
-    not run by LightningCLI) the module whose ``build_parser()`` and ``run(args)`` implement it."""
+    """A subcommand of `mer`: its help line, what an interrupted run keeps, and (for those not run by
+    LightningCLI) the module whose ``main(argv)`` implements it."""
 
     help: str
     resume: str
@@ -35,7 +36,8 @@ SUBCOMMANDS = {
     "test": Subcommand("test a checkpoint (--ckpt_path FILE) on one fold's held-out subject", FOLD_RESUME),
     "predict": Subcommand("predict one fold's held-out subject with a checkpoint (--ckpt_path FILE)", FOLD_RESUME),
     "loso": Subcommand("every fold of a config (leave-one-subject-out or k-fold), pooled UF1/UAR; "
-                       "--folds, local GPUs/workers or a SLURM array", "finished folds are kept; rerun the same command to resume"),
+                       "--folds, local GPUs/workers or a SLURM array", "finished folds are kept; rerun the same command to resume",
+                       "experiments.loso"),
     "probe": Subcommand("how much subject identity each fold's features carry (linear probe on a finished run dir)",
                         "nothing was written", "experiments.probe"),
     "sweep": Subcommand("a hyper-parameter study (Optuna: grid or TPE) of whole LOSO runs, local or on SLURM",
@@ -52,24 +54,19 @@ SUBCOMMANDS = {
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def mer_parser(selected: str | None) -> ArgumentParser:
-    """The `mer` tree; only the `selected` branch (of those not run by LightningCLI) gets its options."""
+def mer_parser() -> ArgumentParser:
+    """The `mer` tree of subcommand names and help lines: ``mer --help`` and unknown subcommands."""
     parser = ArgumentParser(prog="mer", description="Micro-expression recognition: one fold, every fold (LOSO), "
                             "and the data tools.", exit_on_error=False)
     branches = parser.add_subcommands(title="subcommands", metavar="SUBCOMMAND")
     for name, subcommand in SUBCOMMANDS.items():
-        if name == selected and subcommand.module:
-            branch = import_module(subcommand.module).build_parser()
-        else:
-            branch = ArgumentParser(description=subcommand.help)
-        branches.add_subcommand(name, branch, help=subcommand.help)
-        branch.prog = f"mer {name}"  # the root has no options of its own to show as "[options]"
+        branches.add_subcommand(name, ArgumentParser(description=subcommand.help), help=subcommand.help)
     return parser
 
 
 def run_lightning(argv: list[str] | None, prog: str) -> None:
     """LightningCLI's fit/validate/test/predict on `argv` (None: LightningCLI reads sys.argv)."""
-    from .lightning_cli import deliberate_environment, make_cli
+    from .lightning_cli import deliberate_environment, make_cli  # imports Lightning: only when a fold runs
 
     with deliberate_environment():
         make_cli(argv, prog=prog)
@@ -84,16 +81,9 @@ def mer_main(argv: list[str] | None = None) -> None:
     """The `mer` command; `argv` only when called from Python (else read from sys.argv)."""
     args = (sys.argv[1:] if argv is None else argv) or ["--help"]
     name = args[0] if args[0] in SUBCOMMANDS else None
-    if name in LIGHTNING_SUBCOMMANDS:
-        def main() -> None:
-            run_lightning(argv, "mer")
-    elif name == "loso":
-        def main() -> None:
-            from .loso import run_loso_command
-
-            run_loso_command(args[1:])
+    if name is None:
+        guarded(lambda: mer_parser().parse_args(args), "nothing was written")  # help, or names the subcommands
+    elif name in LIGHTNING_SUBCOMMANDS:
+        guarded(lambda: run_lightning(argv, "mer"), SUBCOMMANDS[name].resume)
     else:
-        def main() -> None:
-            config = mer_parser(name).parse_args(args)
-            import_module(SUBCOMMANDS[config.subcommand].module).run(config[config.subcommand])
-    guarded(main, SUBCOMMANDS[name].resume if name else "nothing was written")
+        guarded(lambda: import_module(str(SUBCOMMANDS[name].module)).main(args[1:]), SUBCOMMANDS[name].resume)

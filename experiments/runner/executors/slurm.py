@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +24,9 @@ from pathlib import Path
 import experiments
 from datamodules.errors import MERError
 
-from ..reporting import atomic_write_text
-from .folds import format_folds
-from .options import LosoOptions
+from ...atomic_files import atomic_write_text
+from ..fold_selection import format_folds
+from ..options import LosoOptions, SlurmOptions
 
 SLURM_DIR = "slurm"
 FOLDS_SCRIPT = "folds.sbatch"
@@ -41,7 +40,7 @@ def n_tasks(n_folds: int, folds_per_task: int) -> int:
     return math.ceil(n_folds / folds_per_task)
 
 
-def _directives(run_dir: Path, options: LosoOptions, job_name: str, log_name: str, time: str, cpus: int) -> list[str]:
+def _directives(run_dir: Path, options: SlurmOptions, job_name: str, log_name: str, time: str, cpus: int) -> list[str]:
     """The #SBATCH lines both scripts share (None-valued options are left to the cluster's defaults)."""
     values = {
         "job-name": job_name,
@@ -57,7 +56,7 @@ def _directives(run_dir: Path, options: LosoOptions, job_name: str, log_name: st
 
 
 def _worker(run_dir: Path, *args: str) -> str:
-    return shlex.join([sys.executable, "-m", "experiments.runner.worker", str(run_dir), *args])
+    return shlex.join([sys.executable, "-m", "experiments.runner.executors.worker", str(run_dir), *args])
 
 
 def _job_environment() -> list[str]:
@@ -67,7 +66,7 @@ def _job_environment() -> list[str]:
     return [f'export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"', "unset WANDB_SERVICE"]
 
 
-def array_script(folder: Path, options: LosoOptions, comments: list[str], log_name: str, tasks: int,
+def array_script(folder: Path, options: SlurmOptions, comments: list[str], log_name: str, tasks: int,
                  extra_directives: list[str], command: str) -> str:
     """An sbatch array of `tasks` tasks (``options``' resources), each running `command` as one srun step
     with ``$SLURM_ARRAY_TASK_ID`` set; `comments` head the script."""
@@ -86,7 +85,7 @@ def array_script(folder: Path, options: LosoOptions, comments: list[str], log_na
     return "\n".join(lines) + "\n"
 
 
-def follow_up_script(folder: Path, options: LosoOptions, comments: list[str], name: str, command: str) -> str:
+def follow_up_script(folder: Path, options: SlurmOptions, comments: list[str], name: str, command: str) -> str:
     """A one-CPU job (``AGGREGATE_TIME``) that runs `command` once the array it follows has ended."""
     lines = [
         "#!/bin/bash",
@@ -99,21 +98,22 @@ def follow_up_script(folder: Path, options: LosoOptions, comments: list[str], na
 
 
 def folds_script(run_dir: Path, folds: list[int], options: LosoOptions) -> str:
-    """The array script: one task per chunk of `options.folds_per_task` folds."""
+    """The array script: one task per chunk of ``--folds-per-task`` folds."""
+    slurm = options.slurm
     # The task's GPUs are those SLURM lists in CUDA_VISIBLE_DEVICES (expanded when the task starts).
-    gpus = f' --devices "$CUDA_VISIBLE_DEVICES" --folds-per-device {options.folds_per_device}' if options.gpus_per_task else ""
-    if options.fold_batch != "off":  # the task's chunk of folds is trained in fold groups
-        gpus += f" --fold-batch {shlex.quote(options.fold_batch)}"
-    comments = [f"mer loso fold tasks: folds {format_folds(folds)} of {run_dir}, {options.folds_per_task} per array task.",
+    gpus = f' --devices "$CUDA_VISIBLE_DEVICES" --folds-per-device {options.local.folds_per_device}' if slurm.gpus_per_task else ""
+    if options.batching.size is not None:  # the task's chunk of folds is trained in fold groups
+        gpus += f" --fold-batch {shlex.quote(options.batching.fold_batch)}"
+    comments = [f"mer loso fold tasks: folds {format_folds(folds)} of {run_dir}, {slurm.folds_per_task} per array task.",
                 "USR1 90 s before the time limit: Lightning checkpoints and requeues the task; a requeued",
                 "or preempted fold continues from its own last checkpoint."]
     command = (f"{_worker(run_dir)} \\\n"
-               f'    --task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task {options.folds_per_task}{gpus}')
-    return array_script(run_dir, options, comments, "folds-%A_%a.out", n_tasks(len(folds), options.folds_per_task),
+               f'    --task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task {slurm.folds_per_task}{gpus}')
+    return array_script(run_dir, slurm, comments, "folds-%A_%a.out", n_tasks(len(folds), slurm.folds_per_task),
                         ["#SBATCH --signal=USR1@90", "#SBATCH --requeue"], command)
 
 
-def aggregate_script(run_dir: Path, options: LosoOptions) -> str:
+def aggregate_script(run_dir: Path, options: SlurmOptions) -> str:
     """The pooling job, submitted to start once every array task has ended (``afterany``)."""
     comments = [f"mer loso pooling of {run_dir} once every fold task has ended:",
                 "predictions.csv, metrics.json, confusion_matrix.png, or the names of the folds still missing.",
@@ -162,27 +162,28 @@ def launch(run_dir: Path, folds: list[int], options: LosoOptions) -> list[str]:
     """Write the sbatch scripts into RUN_DIR/slurm/ and submit them; returns [array id, aggregation id].
 
     `folds` are the run's selected folds in run.json's order (array task i runs chunk i of them).
-    With ``options.dry_run`` the scripts are written and printed with the commands that submit them,
+    With ``--dry-run`` the scripts are written and printed with the commands that submit them,
     nothing is submitted and [] is returned.
     """
-    check_launch(options)
+    slurm = options.slurm
+    slurm.check()
     if not folds:
         raise MERError(f"no folds to launch for {run_dir}")
     run_dir = run_dir.resolve()
     ids = submit_array_then(run_dir / SLURM_DIR, (FOLDS_SCRIPT, folds_script(run_dir, folds, options)),
-                            (AGGREGATE_SCRIPT, aggregate_script(run_dir, options)), options.dry_run,
+                            (AGGREGATE_SCRIPT, aggregate_script(run_dir, slurm)), slurm.dry_run,
                             if_refused=f"pool the folds once they end with: mer loso --aggregate-only {run_dir}")
     if ids is None:
         return []
     array_id, aggregate_id = ids
-    tasks = n_tasks(len(folds), options.folds_per_task)
-    print(f"submitted fold array {array_id} ({tasks} task(s), {options.folds_per_task} fold(s) each) and "
+    tasks = n_tasks(len(folds), slurm.folds_per_task)
+    print(f"submitted fold array {array_id} ({tasks} task(s), {slurm.folds_per_task} fold(s) each) and "
           f"aggregation job {aggregate_id} (starts when every task has ended); logs in {run_dir / SLURM_DIR}/; "
           f"watch with: squeue -j {array_id},{aggregate_id}")
     return [array_id, aggregate_id]
 
 
-def launch_seeds_summary(output: Path, aggregation_ids: list[str], options: LosoOptions) -> str | None:
+def launch_seeds_summary(output: Path, aggregation_ids: list[str], options: SlurmOptions) -> str | None:
     """``--seeds`` on SLURM: OUTPUT/slurm/seeds_summary.sbatch, held until every seed's aggregation job
     has ended (``afterany``), pools the seeds again and writes their mean ± std; its job id (None with
     ``--dry-run``: printed with the command that submits it)."""
@@ -199,19 +200,6 @@ def launch_seeds_summary(output: Path, aggregation_ids: list[str], options: Loso
     summary = _sbatch(script, f"--dependency=afterany:{':'.join(aggregation_ids)}")
     print(f"submitted the seeds summary job {summary} (starts when every seed's aggregation job has ended)")
     return summary
-
-
-def check_launch(options: LosoOptions) -> None:
-    """The SLURM options that cannot work, found before the run is planned (nothing created yet)."""
-    least = {"--folds-per-task": (options.folds_per_task, 1), "--cpus-per-task": (options.cpus_per_task, 1),
-             "--gpus-per-task": (options.gpus_per_task, 0), "--array-parallelism": (options.array_parallelism, 1)}
-    bad = [f"{name} {value} (give at least {minimum})" for name, (value, minimum) in least.items()
-           if value is not None and value < minimum]
-    if bad:
-        raise MERError(f"impossible SLURM option(s): {', '.join(bad)}")
-    if not options.dry_run and shutil.which("sbatch") is None:
-        raise MERError("sbatch not found: --launcher slurm needs SLURM's client commands on this machine "
-                       "(--dry-run writes and prints the scripts without submitting)")
 
 
 def _sbatch(script: Path, *options: str) -> str:

@@ -17,27 +17,18 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from datamodules.errors import MERError
 
+from ..atomic_files import write_json
 from ..metrics import mean_std
-from ..reporting import pyplot, save_figure, write_json
-from .folds import parse_numbers
-from .aggregate import POOLED_SCORES as SCORES, aggregate, wandb_summary
-from .options import LosoOptions, wandb_arguments
-from .plan import MAX_SEED, RunPlan
+from ..plots import pyplot, save_figure
+from .options import LosoOptions
+from .pooling import POOLED_SCORES as SCORES, aggregate, wandb_summary
+from .run_plan import RunConfig, RunPlan
+from .wandb_runs import sweep_trial, trial_run
 
 SUMMARY_JSON = "seeds_summary.json"
 SUMMARY_PNG = "seeds_summary.png"
-
-
-def parse_seeds(spec: str) -> list[int]:
-    """The seeds of '0,1,2' or '0-4' (sorted, distinct); one-line error for anything else."""
-    seeds = parse_numbers(spec, "--seeds", "seeds like '0,1,2' or '0-4'")
-    if seeds[-1] > MAX_SEED:
-        raise MERError(f"--seeds '{spec}': seed {seeds[-1]} is too large (seeds are 0..{MAX_SEED})")
-    return seeds
 
 
 def seed_dir(output: Path, seed: int) -> Path:
@@ -56,10 +47,7 @@ def seed_dirs(output: Path) -> dict[int, Path]:
 
 def seed_config(config_yaml: str, seed: int) -> str:
     """The resolved config with ``seed_everything: seed``."""
-    config = yaml.safe_load(config_yaml)
-    if not isinstance(config, dict):
-        raise MERError("the LOSO config is not a YAML mapping (give the output of --print_config)")
-    return yaml.safe_dump({**config, "seed_everything": seed}, sort_keys=False)
+    return RunConfig.from_yaml(config_yaml).with_seed(seed).to_yaml()
 
 
 def check_output(output: Path, seeds: bool) -> None:
@@ -110,8 +98,6 @@ def summarise(output: Path, per_seed: dict[int, dict[str, Any]]) -> dict[str, An
 def log_mean_to_sweep_trial(output: Path, summary: dict[str, Any]) -> None:
     """Under ``wandb agent``: the mean over the seeds as the trial run's ``pooled/<score>`` (the sweep
     metric) with ``pooled/<score>_std`` beside it, also per test set / database; nothing otherwise."""
-    from .wandb_runs import sweep_trial, trial_run
-
     if sweep_trial() is None:
         return
     plan = RunPlan.load(seed_dir(output, summary["seeds"][0]))
@@ -119,7 +105,7 @@ def log_mean_to_sweep_trial(output: Path, summary: dict[str, Any]) -> None:
         return
     values = {**wandb_summary(seeds_metrics(summary, "mean")),
               **{f"{name}_std": std for name, std in wandb_summary(seeds_metrics(summary, "std")).items()}}
-    config = {**{k: v for k, v in plan.config.items() if k != "seed_everything"}, "seeds": summary["seeds"]}
+    config = {**{k: v for k, v in plan.config.values.items() if k != "seed_everything"}, "seeds": summary["seeds"]}
     with trial_run(plan, output, config) as run:
         run.log(values)
         run.summary.update(values)
@@ -173,11 +159,11 @@ def plot_seeds(summary: dict[str, Any], path: Path, title: str) -> None:
 def resume_command(output: Path, options: LosoOptions) -> str:
     """The command that resumes a seeds run with its own resolved config (any seed's: --seeds sets the seed)."""
     first = next(iter(seed_dirs(output).values()))
-    command = ["mer", "loso", "--config", str(first / "config.yaml"), "--output", str(output), "--seeds", str(options.seeds),
-               *options.executor_arguments()]
-    if options.folds is not None:
-        command += ["--folds", options.folds]
-    return shlex.join(command + wandb_arguments(options.wandb, options.wandb_project))
+    command = ["mer", "loso", "--config", str(first / "config.yaml"), "--output", str(output),
+               "--seeds", str(options.scope.seeds), *options.executor_arguments()]
+    if options.scope.folds is not None:
+        command += ["--folds", options.scope.folds]
+    return shlex.join(command + options.wandb.arguments())
 
 
 def pool(run_dir: Path) -> dict[str, Any] | None:

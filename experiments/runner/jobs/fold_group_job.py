@@ -1,9 +1,9 @@
 """A fold-group job: several folds of a planned run trained at once in one process and one Trainer.
 
-The executors run it instead of ``job.run_fold`` under ``--fold-batch N|auto``: a job's folds are
+The executors run it instead of a :class:`~.fold_job.FoldJob` under ``--fold-batch N|auto``: its folds are
 cut into groups (N folds, or under ``auto`` as many as the device's free memory holds), each
-trained by :class:`lightning_modules.fold_batch.FoldBatch` on a
-:class:`datamodules.device_resident.DeviceResidentFolds`. Every fold's model is initialised exactly
+trained by :class:`lightning_modules.fold_batch_module.FoldBatch` on a
+:class:`datamodules.fold_batch_data.DeviceResidentFolds`. Every fold's model is initialised exactly
 as its sequential job would be (seed ``seed_everything + k``, the same constructor arguments); its
 batches are drawn with its own generator seeded from (its seed, epoch); dropout masks come from
 the global generator, reseeded from (the group's first fold seed, epoch). So the checkpoint's epoch
@@ -34,43 +34,52 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.device_resident import NO_INNER_VALIDATION, DeviceResidentFolds, free_memory
+from datamodules.fold_batch_data import NO_INNER_VALIDATION, DeviceResidentFolds, free_memory
 from datamodules.errors import MERError
-from lightning_modules.fold_batch import GRADIENT_NORM_REFUSAL, FoldBatch, check_fold_batchable
+from lightning_modules.fold_batch_module import GRADIENT_NORM_REFUSAL, FoldBatch, check_fold_batchable
 
-from ..reporting import atomic_write_csv, write_json
-from .folds import FoldPaths, TrainerRoot, format_folds
-from .options import LosoOptions
-from .job import FoldStatus, Report, check_fold_plan, fold_record, prediction_table, trainer_call
-from .plan import RunPlan, instantiate, with_trainer
-from .seeding import EpochSeeding, epoch_seed
+from ...atomic_files import write_json
+from ..fold_selection import format_folds
+from ..paths import FoldPaths, GroupPaths
+from ..run_plan import RunConfig, RunPlan, check_fold_plan, instantiate
+from .epoch_seeding import EpochSeeding, epoch_seed
+from .fold_outputs import write_fold_outputs
+from .job import Job, JobStatus, Report
+from .trainer_calls import trainer_call
 
 AUTO_MEMORY_SHARE = 0.6  # our choice: under `auto`, a group may fill 60 % of the free device memory
 HOST_WORKERS = "MER_HOST_WORKERS"  # environment: how many local CPU workers share the host's memory
 CHECKPOINT_EVERY_S = 30.0  # our choice: epoch-end checkpoints at most this often (and after the last epoch)
 
 
-def parse_fold_batch(spec: str) -> int | None:
-    """'off' -> None, 'auto' -> 0, 'N' -> N (>= 1); anything else is a user error."""
-    text = str(spec).strip().lower()
-    if text == "off":
-        return None
-    if text == "auto":
-        return 0
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise MERError(f"--fold-batch '{spec}' is not 'off', 'auto' or a number of folds >= 1")
+@dataclass(frozen=True)
+class FoldGroupJob(Job):
+    """Folds `folds` of the run in `run_dir` trained at once, in groups of `size` folds (0 = auto: as many
+    as fit in memory, measured when the job runs); groups an earlier attempt started are resumed as they were."""
+
+    run_dir: Path
+    folds: tuple[int, ...]
+    size: int
+
+    def train_and_predict(self, plan: RunPlan, report: Report | None) -> None:
+        for group in fold_groups(self.run_dir, list(self.folds), self.size):
+            paths = GroupPaths(self.run_dir, tuple(group))
+            if self.size == 0 and not paths.last_ckpt.is_file():
+                cli = instantiate(group_config(plan, paths))
+                cli.datamodule.prepare_data()
+                n = auto_group_size(cli.model, cli.datamodule, plan, group, cli.trainer.strategy.root_device)
+                for start in range(0, len(group), n):
+                    train_group(self.run_dir, group[start:start + n], plan, report)
+            else:
+                train_group(self.run_dir, group, plan, report)
 
 
-def check_fold_batch(config: dict[str, Any], options: LosoOptions) -> None:
-    """--fold-batch: its syntax, and a model, trainer and data split whose folds can be trained at once."""
-    if parse_fold_batch(options.fold_batch) == 0 and options.devices is not None and options.folds_per_device > 1:
-        raise MERError(f"--fold-batch auto sizes a group to a GPU's free memory, but --folds-per-device "
-                       f"{options.folds_per_device} puts several groups on each GPU; give --fold-batch N instead")
-    trainer = config.get("trainer") or {}
-    if trainer.get("devices") not in (1, "1", None, "auto"):
+def check_fold_batch(config: RunConfig) -> None:
+    """A model, trainer and data split whose folds can be trained at once (``--fold-batch``)."""
+    trainer = config.trainer
+    if not config.one_device:
         raise MERError(f"--fold-batch trains a group of folds on one device, but the config sets trainer.devices "
-                       f"{trainer.get('devices')}; add --trainer.devices 1 or use --fold-batch off")
+                       f"{config.devices}; add --trainer.devices 1 or use --fold-batch off")
     if trainer.get("callbacks"):
         raise MERError("--fold-batch runs none of the config's trainer.callbacks per fold; remove them or use --fold-batch off")
     if trainer.get("gradient_clip_val") and trainer.get("gradient_clip_algorithm", "norm") != "value":
@@ -78,31 +87,14 @@ def check_fold_batch(config: dict[str, Any], options: LosoOptions) -> None:
     if str(trainer.get("precision")) in ("16", "16-mixed"):
         raise MERError("--fold-batch: 16-bit mixed precision has one gradient scaler for all folds (an overflow in "
                        "one fold would skip every fold's step); use --trainer.precision bf16-mixed or 32, or --fold-batch off")
-    if ((config.get("data") or {}).get("init_args") or {}).get("val_subjects"):
+    if config.val_subjects:
         raise MERError(NO_INNER_VALIDATION)
-    class_path = str((config.get("model") or {}).get("class_path", ""))
-    module, _, name = class_path.rpartition(".")
+    module, _, name = config.model_class_path.rpartition(".")
     try:
         model_class = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return  # an unknown model is reported by the config's instantiation, with the CLI's own message
     check_fold_batchable(model_class)
-
-
-@dataclass(frozen=True)
-class GroupPaths(TrainerRoot):
-    """Files of the fold group `folds` in `run_dir`."""
-
-    run_dir: Path
-    folds: tuple[int, ...]
-
-    @property
-    def dir(self) -> Path:
-        return self.run_dir / "folds" / f"group_{format_folds(list(self.folds))}"
-
-    @property
-    def record(self) -> Path:
-        return self.dir / "group.json"
 
 
 def started_groups(run_dir: Path, folds: list[int]) -> list[list[int]]:
@@ -149,17 +141,14 @@ class ThrottledCheckpoint(L.Callback):
             self.save(trainer)
 
 
-def group_config(plan: RunPlan, paths: GroupPaths) -> dict[str, Any]:
+def group_config(plan: RunPlan, paths: GroupPaths) -> RunConfig:
     """The run's config for the group: its first fold's index and seed, the group's own root and CSV log, and
     one device (``devices: auto`` on a multi-GPU node would otherwise make the group a DDP job whose ranks
     split each fold's steps; groups spread over GPUs with ``--devices``)."""
-    config = with_trainer(plan.config, devices=1, default_root_dir=str(paths.dir), enable_progress_bar=False,
-                          enable_model_summary=False, enable_checkpointing=False,
-                          logger={"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                  "init_args": {"save_dir": str(paths.dir), "name": "logs"}})
-    config["seed_everything"] = plan.base_seed + paths.folds[0]
-    config["data"]["init_args"]["fold"] = paths.folds[0]
-    return config
+    return plan.fold_config(paths.folds[0]).with_trainer(
+        devices=1, default_root_dir=str(paths.dir), enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+        logger={"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(paths.dir), "name": "logs"}})
 
 
 def fold_models(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]) -> list[Any]:
@@ -172,7 +161,7 @@ def fold_models(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]) ->
         hparams = {name: value for name, value in model.hparams.items() if name in arguments}
         if "num_identities" in hparams:
             hparams["num_identities"] = datamodule.num_identities
-        L.seed_everything(plan.base_seed + k, verbose=False)
+        L.seed_everything(plan.fold_seed(k), verbose=False)
         models.append(type(model)(**hparams))
     return models
 
@@ -216,19 +205,15 @@ def auto_group_size(model: Any, datamodule: Any, plan: RunPlan, folds: list[int]
     return max(1, min(len(folds), int(budget // max(per_fold, 1))))
 
 
-def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report | None = None) -> None:
+def train_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report | None = None) -> None:
     """Train the folds `folds` of the run in `run_dir` at once (resuming the group's checkpoint), then
-    let each predict its held-out subject(s) and write its record and CSV."""
+    let each predict its held-out subject(s) and write its outputs."""
     paths = GroupPaths(run_dir, tuple(folds))
-    if all(FoldPaths(run_dir, k).done() for k in folds):
-        return
-    torch.set_num_threads(plan.threads_per_fold)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     if not paths.last_ckpt.is_file():
         shutil.rmtree(paths.dir, ignore_errors=True)
     paths.dir.mkdir(parents=True, exist_ok=True)
     write_json(paths.record, {"folds": list(folds)})
-    seeds = [plan.base_seed + k for k in folds]
+    seeds = [plan.fold_seed(k) for k in folds]
     cli = instantiate(group_config(plan, paths))
     trainer, datamodule = cli.trainer, cli.datamodule
     datamodule.prepare_data()
@@ -238,7 +223,7 @@ def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Repor
     module = FoldBatch(fold_models(cli.model, datamodule, plan, folds), data, compile=plan.compile)
     callbacks = [EpochSeeding(seeds[0]), GroupEpochStart(data, seeds), ThrottledCheckpoint(paths.last_ckpt, CHECKPOINT_EVERY_S)]
     if report is not None:
-        callbacks.append(FoldStatus(folds[0], lambda text: report(text.replace(f"fold {folds[0]}", f"folds {format_folds(folds)}"))))
+        callbacks.append(JobStatus(f"folds {format_folds(folds)}", report))
     trainer.callbacks.extend(callbacks)
     steps = DataLoader(range(data.steps_per_epoch), batch_size=None)
     with trainer_call(trainer):
@@ -251,34 +236,19 @@ def run_fold_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Repor
             continue
         datamodule.fold = k
         index, probs = (t.cpu().numpy() for t in predictions[i])
-        record = {**fold_record(k, trainer), "executor": "fold_batch", "fold_group": list(folds)}
-        write_json(FoldPaths(run_dir, k).record, record)
-        atomic_write_csv(FoldPaths(run_dir, k).csv, prediction_table(datamodule, plan, k, index, probs.astype(np.float64)))
+        write_fold_outputs(run_dir, plan, k, trainer, datamodule, index, probs.astype(np.float64),
+                           executor="fold_batch", fold_group=list(folds))
 
 
 def fold_groups(run_dir: Path, folds: list[int], size: int) -> list[list[int]]:
     """Groups of the not-yet-done `folds`: groups started earlier first, then chunks of `size` (0 = auto:
-    sized in the job, see :func:`run_fold_job`)."""
+    sized when the job runs, see :class:`FoldGroupJob`)."""
     started = started_groups(run_dir, folds)
     taken = {k for group in started for k in group}
     todo = [k for k in folds if k not in taken and not FoldPaths(run_dir, k).done()]
     if size == 0:
         return started + ([todo] if todo else [])
     return started + [todo[i:i + size] for i in range(0, len(todo), size)]
-
-
-def run_fold_job(run_dir: Path, folds: list[int], plan: RunPlan, size: int, report: Report | None = None) -> None:
-    """A job of the executors under --fold-batch: its groups one after another (size 0 = auto: as many
-    folds per group as fit in memory, measured here)."""
-    for group in fold_groups(run_dir, folds, size):
-        if size == 0 and not GroupPaths(run_dir, tuple(group)).last_ckpt.is_file():
-            cli = instantiate(group_config(plan, GroupPaths(run_dir, tuple(group))))
-            cli.datamodule.prepare_data()
-            n = auto_group_size(cli.model, cli.datamodule, plan, group, cli.trainer.strategy.root_device)
-            for start in range(0, len(group), n):
-                run_fold_group(run_dir, group[start:start + n], plan, report)
-        else:
-            run_fold_group(run_dir, group, plan, report)
 
 
 def job_chunks(folds: list[int], size: int, slots: int) -> list[list[int]]:

@@ -1,4 +1,4 @@
-"""Pooling a run: predictions.csv, metrics.json, confusion_matrix.png and W&B's 'pooled' run.
+"""Pooling a run: predictions.csv, metrics.json, confusion_matrix.png, the printed table and W&B's 'pooled' run.
 
 A separate step, safe to rerun (``mer loso --aggregate-only DIR``, the SLURM aggregation job, or
 automatically after the last fold): it reads the finished fold files only, writes atomically,
@@ -16,11 +16,15 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
+from ..atomic_files import atomic_write_csv, write_json
+from ..audit.checks import audit_run
 from ..metrics import pooled_metrics
-from ..reporting import atomic_write_csv, plot_confusion_matrix, result_table, write_json
-from .folds import FoldPaths, format_folds
-from .options import wandb_arguments
-from .plan import RunPlan
+from ..plots import plot_confusion_matrix
+from .fold_selection import format_folds
+from .options import WandbOptions
+from .paths import FoldPaths
+from .run_plan import RunPlan
+from .wandb_runs import pooled_run
 
 
 def missing_folds(run_dir: Path, plan: RunPlan) -> list[int]:
@@ -33,7 +37,7 @@ def finish_command(run_dir: Path, plan: RunPlan, folds: list[int], executor: Seq
     command = ["mer", "loso", "--config", str(run_dir / "config.yaml"), "--output", str(run_dir), *executor]
     if folds != list(range(plan.n_folds)):
         command += ["--folds", format_folds(folds)]
-    return shlex.join(command + wandb_arguments(plan.wandb, plan.wandb_project))
+    return shlex.join(command + WandbOptions(plan.wandb, plan.wandb_project).arguments())
 
 
 SHOWN_MISSING = 8  # folds named in the message; the finish command covers them all
@@ -59,8 +63,6 @@ def aggregate(run_dir: Path) -> dict[str, Any] | None:
         return None
     with FileLock(run_dir / ".aggregate.lock"):
         metrics = _pool(run_dir, plan)
-        from ..audit.checks import audit_run  # the audit reads the runner's files: imported here, no cycle
-
         audit = audit_run(run_dir)
     print(audit.report())
     if not audit.passed:  # outputs are kept; the failed check is named above and in audit.json
@@ -74,7 +76,7 @@ def _pool(run_dir: Path, plan: RunPlan) -> dict[str, Any]:
         ignore_index=True,
     )
     metrics = pooled_metrics(predictions, plan.class_names)
-    metrics.update(class_names=plan.class_names, config=plan.config, config_hash=plan.config_hash)
+    metrics.update(class_names=plan.class_names, config=plan.config.values, config_hash=plan.config_hash)
     atomic_write_csv(run_dir / "predictions.csv", predictions)
     write_json(run_dir / "metrics.json", metrics)
     plot_confusion_matrix(
@@ -103,11 +105,24 @@ def wandb_summary(metrics: dict[str, Any]) -> dict[str, float]:
 def _log_pooled_to_wandb(run_dir: Path, plan: RunPlan, metrics: dict[str, Any]) -> None:
     """The pooled metrics as summary of the run ``pooled_run`` opens (a sweep trial's run under
     ``wandb agent``, where ``pooled/uf1`` is the sweep metric; else the run directory's 'pooled' run)."""
-    import wandb
-
-    from .wandb_runs import pooled_run
+    import wandb  # only where the run logs to W&B (its import takes a while)
 
     summary = wandb_summary(metrics)
     with pooled_run(plan, run_dir, metrics["config"]) as run:
         run.log({**summary, "confusion_matrix": wandb.Image(str(run_dir / "confusion_matrix.png"))})
         run.summary.update(summary)
+
+
+def result_table(metrics: dict[str, Any]) -> str:
+    """Pooled UF1/UAR/accuracy overall, per official test set and per database, then per class."""
+    lines = [f"LOSO result: pooled predictions of {metrics['n_folds']} folds, {metrics['n_samples']} samples",
+             f"{'dataset':<12}{'n':>6}{'UF1':>9}{'UAR':>9}{'Acc':>9}"]
+    rows = [("all", metrics), *(metrics.get("per_test_set") or {}).items()]
+    if len(metrics["per_dataset"]) > 1:
+        rows += list(metrics["per_dataset"].items())
+    for name, m in rows:
+        lines.append(f"{name:<12}{m['n_samples']:>6}{m['uf1']:>9.4f}{m['uar']:>9.4f}{m['acc']:>9.4f}")
+    lines.append(f"{'class':<12}{'n':>6}{'F1':>9}{'recall':>9}")
+    for name, m in metrics["per_class"].items():
+        lines.append(f"{name:<12}{m['support']:>6}{m['f1']:>9.4f}{m['recall']:>9.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Planning a run: check everything, then claim the run directory (config.yaml, run.json, fold_plan.json).
+
+Nothing is created before every check passed: the options (:meth:`LosoOptions.check`), the config
+against them (it is instantiated once), the epochs, the fold selection, the weight selection (a
+ModelCheckpoint or EarlyStopping may look at the inner validation split only) and every input file
+of the data source (``datamodule.check_inputs()``). A run directory holds one config and one fold
+plan only; its run.json records what every executor of every fold must reuse (seed, threads per
+fold, W&B settings), its fold_plan.json every fold's training, validation and test subjects and
+test samples (written before any training; a rerun whose plan differs is refused).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from datamodules.errors import MERError
+
+from ..atomic_files import write_json
+from .fold_selection import parse_folds
+from .jobs.fold_group_job import check_fold_batch
+from .jobs.weight_selection import check_weight_selection
+from .options import LosoOptions
+from .run_plan import FOLD_PLAN, MAX_SEED, PROBE_TRAINER, RunConfig, RunPlan, config_differences, fold_plan_difference, \
+    instantiate, is_rank_zero
+
+
+def check_config_for_options(config: RunConfig, options: LosoOptions) -> None:
+    """What cannot work with this config under these options, found before anything runs."""
+    if config.max_epochs == -1:
+        raise MERError("--trainer.max_epochs -1 means 'train forever' in Lightning; give a number of epochs")
+    if options.local.parallel and not config.one_device:
+        raise MERError(f"--devices/--workers run one fold per device, but the config sets trainer.devices "
+                       f"{config.devices}; add --trainer.devices 1 or run folds one at a time")
+    if options.batching.size is not None:
+        check_fold_batch(config)
+
+
+def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
+    """Check the config, the options and the data source; then claim `run_dir` for this config."""
+    config = RunConfig.from_yaml(config_yaml)
+    options.check()
+    check_config_for_options(config, options)
+    probe = instantiate(config.with_trainer(**PROBE_TRAINER))
+    datamodule = probe.datamodule
+    check_weight_selection(probe.trainer.callbacks, datamodule.val_subjects)
+    datamodule.check_inputs()
+    datamodule.prepare_data()
+    n_folds = datamodule.num_folds
+    selected = parse_folds(options.scope.folds, n_folds)
+    if config.seed + n_folds - 1 > MAX_SEED:  # fold k trains with seed_everything + k
+        raise MERError(f"seed_everything {config.seed}: fold {n_folds - 1} would train with seed {config.seed + n_folds - 1}, "
+                       f"above {MAX_SEED} (Lightning's range); use a seed <= {MAX_SEED - n_folds + 1}")
+    digest = config.hash
+    previous = _previous_plan(run_dir, config, digest)
+    fold_plan = datamodule.fold_plan_record()
+    _check_same_fold_plan(run_dir, fold_plan)
+    threads = options.local.threads_per_fold
+    if previous is not None and threads not in (None, previous.threads_per_fold):
+        raise MERError(f"{run_dir} trains every fold with {previous.threads_per_fold} threads (run.json); "
+                       f"--threads-per-fold {threads} would change its results")
+    plan = RunPlan(
+        config_hash=digest,
+        n_folds=n_folds,
+        folds=selected,
+        test_subjects={k: datamodule.fold_test_subjects(k) for k in range(n_folds)},
+        class_names=list(datamodule.class_names),
+        base_seed=config.seed,
+        threads_per_fold=previous.threads_per_fold if previous else threads or options.default_threads(),
+        wandb=options.wandb.mode,
+        wandb_project=options.wandb.project,
+        group=previous.group if previous else f"{run_dir.name}-{digest}",
+        seeds_run=options.scope.seeds is not None,
+        compile=options.batching.compile,
+        config=config,
+    )
+    if is_rank_zero():
+        (run_dir / "folds").mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / FOLD_PLAN, fold_plan)
+        plan.save(run_dir, config_yaml)
+    return plan
+
+
+def _check_same_fold_plan(run_dir: Path, fold_plan: dict[str, Any]) -> None:
+    """Refuse (one line naming the first difference) a run directory planned with other folds."""
+    path = run_dir / FOLD_PLAN
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+        if not isinstance(previous, dict) or not isinstance(previous.get("folds"), list) or \
+                not all(isinstance(fold, dict) for fold in previous["folds"]):
+            raise ValueError("not a fold plan object with a list of fold objects")
+    except (OSError, ValueError) as err:
+        raise MERError(f"{path} is unreadable ({err}); use another --output or delete that directory") from None
+    difference = fold_plan_difference(previous, fold_plan)
+    if difference:
+        raise MERError(f"{run_dir} was planned with other folds ({FOLD_PLAN}: {difference}); its finished folds would "
+                       "not match this plan: use another --output or delete that directory")
+
+
+def _previous_plan(run_dir: Path, config: RunConfig, digest: str) -> RunPlan | None:
+    """The plan already in `run_dir`, refused (naming the differing keys) when its config differs."""
+    if not (run_dir / "run.json").exists():
+        return None
+    previous = RunPlan.load(run_dir)
+    if previous.config_hash != digest:
+        changes = config_differences(previous.config.values, config.values)
+        raise MERError(f"{run_dir} holds a run of another config ({'; '.join(changes) or 'hash ' + previous.config_hash}); "
+                       "use another --output or delete that directory")
+    return previous
