@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.slurm_cluster import SlurmCluster, missing_slurm, slurm_cluster
+from tests.helpers.slurm_cluster import SlurmCluster, missing_slurm, slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -27,7 +27,7 @@ from tests.conftest import TINY_SYNTHETIC
 TINY = {"num_classes": 3, "num_identities": 3, "num_frames": 4, "menet_size": 32, "idnet_size": 16, "base_width": 8,
         "lr": 1e-3, "mine_lr": 1e-3}
 N_ITEMS, BATCH = 16, 4
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Table 5: which modules / losses each ablation row uses.
 TABLE_5 = {

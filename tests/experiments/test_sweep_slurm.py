@@ -1,4 +1,4 @@
-"""``mer sweep --launcher slurm`` on the real single-node SLURM of tests/slurm_cluster.py: a 2-point grid
+"""``mer sweep --launcher slurm`` on the real single-node SLURM of tests/helpers/slurm_cluster.py: a 2-point grid
 (λ_au ∈ {0, 1}, λ_orth = 1) pulled by an array of 2 worker tasks, then the summary job (afterany)
 writes the table and the plot."""
 
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from experiments.cli import mer_main
-from tests.slurm_cluster import TERMINAL, job_logs
-from tests.test_sweep import write_spec
+from tests.helpers.slurm_cluster import TERMINAL, job_logs
+from tests.experiments.test_sweep import write_spec
 
 
 @pytest.mark.slurm

@@ -23,8 +23,8 @@ from experiments.loso import run_loso
 from experiments.runner.options import LosoOptions
 from experiments.runner.plan import check_weight_selection, plan_run
 from tests.conftest import require_shared
-from tests.test_folds import TableDataModule
-from tests.test_loso_run import macro_scores
+from tests.datamodules.test_folds import TableDataModule
+from tests.runner.test_loso_run import macro_scores
 
 SUBJECTS = ["006", "6", "sub2", "sub10", "007", "013", "014", "015"]
 COUNTS = [30, 2, 3, 25, 4, 18, 6, 9]

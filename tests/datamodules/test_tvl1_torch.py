@@ -21,8 +21,8 @@ from datamodules.preprocessing import TVL1Settings, flow_sequence
 from experiments.cli import mer_main
 from experiments.prepare import build_parser
 
-from .conftest import require_shared, run_in_process
-from .release_replica import write_replica
+from tests.conftest import require_shared, run_in_process
+from tests.helpers.release_replica import write_replica
 
 SIZE = 80
 

@@ -27,7 +27,7 @@ from datamodules.preprocessing import TVL1Settings
 from experiments.cli import mer_main
 from datamodules.errors import MERError
 from tests.conftest import run_in_process
-from tests.release_replica import Replica, write_replica
+from tests.helpers.release_replica import Replica, write_replica
 
 DATASETS = ("casme2", "samm", "smic", "casme3", "dfme", "mmew")
 PROTOCOL = {"casme3": "4class"}  # others (the replica's 4th clip) stays in

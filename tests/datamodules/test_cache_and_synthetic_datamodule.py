@@ -16,7 +16,7 @@ from datamodules.cache import ClipCache, build_cache, settings_key
 from datamodules.preprocessing import TVL1Settings
 from datamodules.errors import MERError
 
-from .conftest import TINY_SYNTHETIC
+from tests.conftest import TINY_SYNTHETIC
 
 CALLS: list[int] = []
 

@@ -17,7 +17,7 @@ from experiments.cli import FOLD_RESUME, SUBCOMMANDS, lightning_main, mer_main
 from experiments.lightning_cli import make_cli
 from tests.conftest import run_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "sweeps")  # sweeps/: W&B sweep specs
 BIN = Path(sys.executable).parent
 
@@ -165,7 +165,7 @@ def test_loso_hands_the_resolved_config_and_options_to_the_runner(tmp_path, monk
 def test_prepare_options_come_from_the_datamodule_signature(tmp_path):
     """Options the old hand-written table lacked (--apex-image-size, --fold-side) reach the DataModule."""
     from experiments.prepare import datamodule_from, parse_args
-    from tests.release_replica import write_replica
+    from tests.helpers.release_replica import write_replica
 
     replica = write_replica("casme2", tmp_path / "release", n_subjects=1, clips_per_subject=2, breaks=())
     datamodule = datamodule_from(parse_args([

@@ -1,4 +1,4 @@
-"""``mer loso --launcher slurm`` on a real single-node SLURM (tests/slurm_cluster.py).
+"""``mer loso --launcher slurm`` on a real single-node SLURM (tests/helpers/slurm_cluster.py).
 
 A synthetic LOSO (4 folds) is submitted as an array of 2 tasks of 2 folds. While each task trains
 its second fold, task 0 is requeued by ``scontrol requeue`` (as a preemption would) and task 1 gets
@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from experiments.cli import mer_main
-from tests.slurm_cluster import TERMINAL, SlurmCluster, job_logs
+from tests.helpers.slurm_cluster import TERMINAL, SlurmCluster, job_logs
 
 EPOCHS = 16  # ~0.8 s per epoch on one thread: a fold trains long enough to be interrupted midway
 

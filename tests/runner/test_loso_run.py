@@ -24,7 +24,7 @@ from experiments.loso import run_loso
 from experiments.runner.options import LosoOptions
 from experiments.runner.plan import plan_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = ["--trainer.max_epochs", "2"]
 THREADS = 1  # the same intra-op thread count in every run compared here (the runner records it per run)
 

@@ -14,7 +14,7 @@ import pytest
 from experiments.cli import mer_main
 from experiments.runner.worker import worker_main
 from tests.conftest import run_in_process
-from tests.test_loso_run import macro_scores
+from tests.runner.test_loso_run import macro_scores
 
 TWO_FOLDS = ["--data.init_args.k_folds", "2", "--wandb", "disabled", "--threads-per-fold", "1"]
 

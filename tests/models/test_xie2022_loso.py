@@ -16,7 +16,7 @@ import pytest
 from experiments.cli import mer_main
 from tests.conftest import run_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHRINK = ["--data.init_args.n_subjects", "6", "--data.init_args.clips_per_subject", "3",
           "--model.init_args.stage_steps", "[1, 2, 1, 2]", "--wandb", "disabled"]
 
