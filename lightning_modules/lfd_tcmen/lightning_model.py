@@ -90,17 +90,27 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
     ``probe_features``: with DRL 'identity_code' (mean over frames) and 'motion_code' (mean over
     steps 1..T-1); without DRL 'flow_features' (the clip feature before the head).
 
+    The architecture options (use_drl, frame_channels, flow_channels, num_frames, motion_input,
+    motion_norm, drl_size, code_dim, encoder_blocks, base_width, decoder_width, fusion_dim,
+    temporal_depth, num_heads, mlp_ratio, dropout) are :class:`LFDTCMENModel`'s (``num_frames``
+    must match the datamodule's).
+
     Args:
-        num_classes, num_aus, num_identities: linked from the datamodule (AUs unused; identities =
-            classes of the identity loss, needed when ``lambda_id > 0``).
-        use_drl, frame_channels, flow_channels, num_frames, motion_input, motion_norm, drl_size, code_dim, encoder_blocks,
-            base_width, decoder_width, fusion_dim, temporal_depth, num_heads, mlp_ratio, dropout:
-            see :class:`LFDTCMENModel` (``num_frames`` must match the datamodule's).
-        lambda_orth, lambda_rec, lambda_cons, lambda_cycle, lambda_id, lambda_cls: loss weights.
+        num_classes: linked from the datamodule.
+        num_aus: linked from the datamodule (unused).
+        num_identities: linked from the datamodule: classes of the identity loss, needed when
+            ``lambda_id > 0``.
+        lambda_orth: weight of the orthogonality loss.
+        lambda_rec: weight of the reconstruction loss.
+        lambda_cons: weight of the consistency loss.
+        lambda_cycle: weight of the cycle loss.
+        lambda_id: weight of the identity loss.
+        lambda_cls: weight of the classification (focal) loss.
         lambda_id_adv: gradient-reversal factor of the motion-code adversary inside L_id (0 = none).
         adversary_lr_scale: the adversary's learning rate as a multiple of ``lr``.
         focal_gamma: gamma of the focal loss.
-        lr, weight_decay: AdamW settings.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
     """
 
     def __init__(
