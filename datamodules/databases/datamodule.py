@@ -43,7 +43,7 @@ class ReleaseDataModule(LOSODataModule):
 
     Args:
         dataset: one of casme2, samm, smic, casme3, dfme, mmew.
-        root: the release folder (see the docs, data.md "Frame layouts", for which folder per database).
+        root: the release folder (docs/data.md, "Frame layouts", says which folder per database).
         protocol: class protocol (e.g. 'cde', '3class', '5class'); see `mer dataset-info`.
         annotations: the annotation sheet(s) as distributed with the release.
         release: named frame layout of the database (e.g. CASME II 'cropped' or 'raw').
@@ -107,7 +107,7 @@ class ReleaseDataModule(LOSODataModule):
         self.dataset = dataset
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise MERError(f"release root not found: {self.root}; set root to the {dataset} folder (see README 'Frame layouts')")
+            raise MERError(f"release root not found: {self.root}; set root to the {dataset} folder (docs/data.md, 'Frame layouts', names it per database)")
         if flow not in FLOW_BACKENDS:
             raise MERError(f"unknown flow backend '{flow}'; choose one of {list(FLOW_BACKENDS)}")
         self.protocol = protocol
