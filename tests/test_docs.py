@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 DOCS_PACKAGES = ("mkdocs", "material", "mkdocstrings_handlers.python")  # MkDocs, Material, mkdocstrings[python]
 
 
+@pytest.mark.slow
 def test_docs_build_strictly(tmp_path: Path) -> None:
     missing = [name for name in DOCS_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:

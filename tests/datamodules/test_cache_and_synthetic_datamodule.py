@@ -61,6 +61,7 @@ def prepare_or_fail(item: tuple[int, str]):
     return {"sample_id": f"x{i}"}, {"data": np.full(2, i, np.float32)}
 
 
+@pytest.mark.slow
 def test_skip_policy_lists_the_failure_and_fail_policy_stops_early(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -152,6 +153,7 @@ def cache_files(directory) -> dict[str, object]:
     return {p.name: np.load(p) if p.suffix == ".npy" else p.read_text() for p in sorted(directory.iterdir())}
 
 
+@pytest.mark.slow
 def test_two_processes_building_one_cache_end_with_one_valid_cache(tmp_path, capfd):
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
@@ -184,6 +186,7 @@ def build_slowly(directory: str) -> None:
     build_cache(Path(directory), {"k": 1}, list(range(40)), prepare_slowly, workers=1)
 
 
+@pytest.mark.slow
 def test_a_killed_builder_leaves_no_stale_lock(tmp_path):
     directory = tmp_path / "slow-abc"
     process = multiprocessing.get_context("spawn").Process(target=build_slowly, args=(str(directory),))

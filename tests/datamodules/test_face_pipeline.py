@@ -177,6 +177,7 @@ def test_contact_sheet_writes_one_png(tmp_path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["sheet.png"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_landmarker_pickles_before_and_after_use() -> None:
     landmarker = make_landmarker("dlib", upsample=1, detect_max_side=320)
     blank = np.zeros((240, 320, 3), np.uint8)

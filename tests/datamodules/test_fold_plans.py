@@ -116,6 +116,7 @@ class SheetsOnlyDFME(DFMEDataModule):
         return self.samples
 
 
+@pytest.mark.slow
 def test_dfme_official_split_has_the_megc2024_counts() -> None:
     sheets = require_shared(DFME)
     dm = SheetsOnlyDFME(root=str(sheets), official_split=True, val_subjects=20, split_seed=4)
@@ -192,10 +193,11 @@ class OfficialSynthetic(SyntheticDataModule):
         return np.array([sets[s] for s in self.row_subjects], dtype=object)
 
 
+@pytest.mark.slow
 def test_official_split_run_reports_each_test_set_and_the_checkpoint_chosen_on_validation(tiny_config: Path,
                                                                                           tmp_path: Path) -> None:
     config = yaml.safe_load(tiny_config.read_text())
-    config["data"]["class_path"] = "tests.test_fold_plans.OfficialSynthetic"
+    config["data"]["class_path"] = "tests.datamodules.test_fold_plans.OfficialSynthetic"
     config["data"]["init_args"]["val_subjects"] = 1
     config["trainer"] |= {"max_epochs": 2, "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                                           "init_args": {"monitor": "val/uf1", "mode": "max"}}]}

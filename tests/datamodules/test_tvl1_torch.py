@@ -130,6 +130,7 @@ def video_frames(path: str, start: int, count: int, size: int = 144) -> np.ndarr
     return np.stack(frames)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("video", ["single_face.mp4", "WolfgangLanger_Pexels.mp4"])
 def test_flow_of_real_face_video_matches_opencv(video):
     path = require_shared(f"data/video/{video}")

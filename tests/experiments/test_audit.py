@@ -53,6 +53,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"sample_id": str, "subject": str})
 
 
+@pytest.mark.slow
 def test_clean_run_passes(clean_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines = audit(clean_run, capsys)
     assert code == 0, lines
@@ -147,6 +148,7 @@ DEFECTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("defect", DEFECTS)
 def test_each_defect_fails_its_check(defect: str, clean_run: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
@@ -176,6 +178,7 @@ HONEST_RECORDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("record", HONEST_RECORDS)
 def test_validation_chosen_weights_pass(record: str, clean_run: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:

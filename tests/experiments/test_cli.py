@@ -65,6 +65,7 @@ def small_synthetic(cache_dir: Path) -> list[str]:
     return args
 
 
+@pytest.mark.slow
 def test_fold_999_prints_exactly_the_error(small_synthetic: list[str]):
     """The issue's check: `lightning fit --config configs/medn/synthetic.yaml --data.init_args.fold 999`."""
     args = small_synthetic
@@ -182,10 +183,11 @@ class PressCtrlC(L.Callback):
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_exits_130_with_the_resume_line(small_synthetic: list[str], tmp_path: Path):
     """Lightning's Trainer turns Ctrl-C into exit(1); the command reports it like any interrupt."""
     result = run("mer", "fit", *small_synthetic, "--trainer.default_root_dir", str(tmp_path),
-                 "--trainer.callbacks+=tests.test_cli.PressCtrlC", env={"PYTHONPATH": str(ROOT)})
+                 "--trainer.callbacks+=tests.experiments.test_cli.PressCtrlC", env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 130, result.stderr[-2000:]
     assert result.stderr.splitlines()[-1] == f"interrupted: {FOLD_RESUME}"
     assert "Traceback" not in result.stderr

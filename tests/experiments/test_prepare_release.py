@@ -50,6 +50,7 @@ def datamodule(replica: Replica, dataset: str, cache_dir: Path, **kwargs):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_release_check_names_missing_clips_and_frames(replicas: dict[str, Replica], dataset: str, tmp_path: Path) -> None:
     replica = replicas[dataset]
@@ -69,6 +70,7 @@ def test_release_check_names_missing_clips_and_frames(replicas: dict[str, Replic
     assert not unreadable & {s.sample_id for s in report.sources}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_prepare_each_release(replicas: dict[str, Replica], dataset: str, tmp_path: Path) -> None:
     replica = replicas[dataset]
@@ -96,6 +98,7 @@ def test_prepare_each_release(replicas: dict[str, Replica], dataset: str, tmp_pa
     assert (cache.directory / "preview.png").is_file()
 
 
+@pytest.mark.slow
 def test_prepared_clips_feed_loso_folds(replicas: dict[str, Replica], tmp_path: Path) -> None:
     dm = datamodule(replicas["casme2"], "casme2", tmp_path, composite_apex=True)
     dm.prepare_data()
@@ -122,6 +125,7 @@ def test_check_inputs_lists_every_unusable_clip_before_any_work(tmp_path: Path) 
     assert not (tmp_path / "cache").exists(), "checking creates nothing"
 
 
+@pytest.mark.slow
 def test_no_face_fails_by_policy(tmp_path: Path) -> None:
     replica = write_replica("dfme", tmp_path / "release", breaks=("no face",))
     with pytest.raises(MERError, match="no face found") as err:
@@ -145,6 +149,7 @@ def run_mer(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return run_in_process(mer_main, args, capsys)
 
 
+@pytest.mark.slow
 def test_check_only_and_preview(replicas: dict[str, Replica], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path / "c.yaml", replicas["casme2"], "casme2", tmp_path / "cache")
     code, out, _ = run_mer(["prepare", "--config", str(config), "--check-only"], capsys)
@@ -159,6 +164,7 @@ def test_check_only_and_preview(replicas: dict[str, Replica], tmp_path: Path, ca
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["prepare", "casme2", "--root", "/nonexistent", "--annotations", "x.xlsx"], "release root not found: /nonexistent"),
     (["prepare", "casme2", "--root", "{root}", "--annotations", "nope.xlsx"], "annotation sheet 'nope.xlsx' not found"),
@@ -183,6 +189,7 @@ def finished_caches(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".partial")]
 
 
+@pytest.mark.slow
 def test_kill_then_rerun_gives_the_identical_cache(tmp_path: Path) -> None:
     replica = write_replica("casme2", tmp_path / "release", n_subjects=3, clips_per_subject=4, breaks=())
     killed, clean = tmp_path / "killed", tmp_path / "clean"
@@ -212,6 +219,7 @@ def test_kill_then_rerun_gives_the_identical_cache(tmp_path: Path) -> None:
     assert manifest[0] == manifest[1]
 
 
+@pytest.mark.slow
 def test_composite_of_releases(replicas: dict[str, Replica], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """CASME II + SMIC under 'cde' as one LOSO set: prefixed subjects, global indices, per-database column."""
     sources = []
@@ -240,6 +248,7 @@ def test_composite_of_releases(replicas: dict[str, Replica], tmp_path: Path, cap
     assert batch["au"].shape[1] == 0 and not batch["au_mask"].any()
 
 
+@pytest.mark.slow
 def test_mer_loso_on_a_prepared_release(replicas: dict[str, Replica], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """End to end: STSTNet on the composite-protocol apex images of a release, every fold, pooled metrics."""
     replica = replicas["smic"]
@@ -260,6 +269,7 @@ def test_mer_loso_on_a_prepared_release(replicas: dict[str, Replica], tmp_path: 
     assert metrics["class_names"] == ["negative", "positive", "surprise"]
 
 
+@pytest.mark.slow
 def test_a_real_smile_through_mer_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """single_face.mp4 (a real man: neutral -> smile from about frame 16 -> fading at the end)
     written out as a CASME II cropped release with one clip, prepared by `mer prepare`: the face is
@@ -315,6 +325,7 @@ def test_frame_listing_tolerates_padding_and_image_format(tmp_path: Path) -> Non
         FrameLayout(tmp_path, "{emotion}/{clip}/{frame}.jpg").clip_dir({"clip": "a", "sample_id": "x"})
 
 
+@pytest.mark.slow
 def test_corrupt_and_blank_frames_are_skipped_and_listed(tmp_path: Path) -> None:
     replica = write_replica("mmew", tmp_path / "release", breaks=())
     dm = datamodule(replica, "mmew", tmp_path / "cache")

@@ -168,6 +168,7 @@ def tiny_run(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return run_dir
 
 
+@pytest.mark.slow
 def test_mer_probe_end_to_end(tiny_run: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_in_process(mer_main, ["probe", str(tiny_run), "--output", str(tmp_path / "probe")], capsys)
     assert code == 0, err
@@ -205,6 +206,7 @@ def one_line_error(code: int, err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_mer_probe_errors(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                           monkeypatch: pytest.MonkeyPatch) -> None:
     assert "not a run dir" in one_line_error(*run_in_process(mer_main, ["probe", str(tmp_path)], capsys)[::2])

@@ -16,6 +16,8 @@ import pytest
 from experiments.cli import mer_main
 from tests.conftest import run_in_process
 
+pytestmark = pytest.mark.slow  # every test here reads runs that a module fixture trains
+
 SEED_1 = {"uf1": 0.8125, "uar": 0.625, "acc": 0.75}
 OTHER = {"uf1": 0.5, "uar": 0.4375, "acc": 0.5}
 

@@ -42,6 +42,7 @@ def trained_estimate(d: int, rho: float, steps: int = 2000, batch: int = 256, se
         return mine(*gaussian_pairs(20_000, d, rho, g)).item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("d", "rho"), [(20, 0.3), (5, 0.75)])
 def test_mine_reaches_the_analytic_mutual_information(d: int, rho: float):
     true_mi = -d / 2 * math.log(1 - rho**2)  # about 0.94 and 2.07 nats
@@ -49,6 +50,7 @@ def test_mine_reaches_the_analytic_mutual_information(d: int, rho: float):
     assert abs(estimate - true_mi) <= 0.2 * true_mi, (estimate, true_mi)
 
 
+@pytest.mark.slow
 def test_mine_stays_near_zero_for_independent_variables():
     assert abs(trained_estimate(20, 0.0)) < 0.1
 

@@ -164,6 +164,7 @@ class StageRecorder(L.Callback):
         self.records.append(record)
 
 
+@pytest.mark.slow
 def test_each_stage_trains_only_its_target_and_mine_from_stage_2():
     torch.manual_seed(0)
     module, recorder = Xie2022(**TINY, stage_steps=[1, 1, 1, 1]), StageRecorder()
@@ -183,6 +184,7 @@ def test_each_stage_trains_only_its_target_and_mine_from_stage_2():
             assert {"statistics.0.weight", "statistics.0.bias", "statistics.2.weight"} <= r["mine"], r["stage"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", TABLE_5.values(), ids=TABLE_5.keys())
 def test_every_table_5_row_trains(row):
     torch.manual_seed(0)
@@ -201,6 +203,7 @@ def test_every_table_5_row_trains(row):
     assert _changed(before, _snapshot(module.menet), {k for k, _ in module.menet.named_parameters()})
 
 
+@pytest.mark.slow
 def test_stage_losses_are_eqs_8_and_9():
     torch.manual_seed(0)
     module = Xie2022(**TINY, lambda_div=0.3, lambda_mi_menet=0.7, lambda_mi_idnet=0.2, stage_steps=[1, 1, 1, 1])
@@ -221,6 +224,7 @@ def test_stage_losses_are_eqs_8_and_9():
     assert -1 <= s2["div"] <= 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_the_branch_minimises_the_mi_estimate_and_mine_maximises_it(stage):
     """Eq. 7 read adversarially: the branch descends eq. 8 / eq. 9 (+λ·MI), MINE descends -MI.
@@ -275,6 +279,7 @@ class LoadedState(L.Callback):
         self.state = _snapshot(module)
 
 
+@pytest.mark.slow
 def test_resuming_mid_stage_continues_in_that_stage(tmp_path: Path):
     torch.manual_seed(0)
     first = Xie2022(**TINY, stage_steps=[2, 3, 2, 2])

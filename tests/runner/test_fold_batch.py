@@ -53,6 +53,7 @@ def sequential_model(run_dir: Path, plan: RunPlan, k: int):
     return instantiate(fold_config(plan, run_dir, k)).model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["ststnet", "medn"])
 def test_each_fold_starts_as_its_sequential_job(tmp_path: Path, cache_dir: Path, model: str) -> None:
     """Identical initial weights per fold, and in eval mode the identical first-batch loss, batched and looped."""
@@ -81,6 +82,7 @@ def test_each_fold_starts_as_its_sequential_job(tmp_path: Path, cache_dir: Path,
     assert len({round(float(v), 4) for v in batched}) == len(FOLDS)  # four different folds, not one repeated
 
 
+@pytest.mark.slow
 def test_batchnorm_statistics_and_gradients_stay_in_their_fold(tmp_path: Path, cache_dir: Path) -> None:
     """A training-mode step updates fold i's running statistics exactly as fold i's model on its batch
     (STSTNet normalises before its dropout); a loss of fold 0 alone has gradients in fold 0's slice only."""
@@ -104,6 +106,7 @@ def test_batchnorm_statistics_and_gradients_stay_in_their_fold(tmp_path: Path, c
             assert param.grad[1:].abs().sum() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_one_stacked_optimiser_steps_each_fold_as_its_own(tmp_path: Path, cache_dir: Path, vectorize: bool) -> None:
     """Three optimiser steps of the group (the model's own Adam over the stacked weights, eval mode so no
@@ -135,6 +138,7 @@ def test_one_stacked_optimiser_steps_each_fold_as_its_own(tmp_path: Path, cache_
             assert not torch.equal(value, initial[name]), f"fold {k}: {name} did not move: the check would be empty"
 
 
+@pytest.mark.slow
 def test_no_held_out_sample_enters_a_fold_batch(tmp_path: Path, cache_dir: Path) -> None:
     """Over epochs every fold's batches hold only its own training rows (each of them every epoch),
     with their identity in that fold; its test batches are exactly its held-out rows."""
@@ -254,6 +258,7 @@ def test_jobs_reuse_started_groups_and_slurm_tasks_pass_the_option(tmp_path: Pat
     assert "--fold-batch auto" in folds_script(run_dir, list(range(8)), LosoOptions(fold_batch="auto"))
 
 
+@pytest.mark.slow
 def test_auto_groups_share_the_host_memory_among_the_local_cpu_workers(tmp_path: Path, cache_dir: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Under --fold-batch auto each of W local CPU workers sizes its group from 1/W of the free memory: with W

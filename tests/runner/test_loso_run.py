@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = ["--trainer.max_epochs", "2"]
 THREADS = 1  # the same intra-op thread count in every run compared here (the runner records it per run)
 
+pytestmark = pytest.mark.slow  # every test here reads or reruns a whole `mer loso` run
+
 
 def macro_scores(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> tuple[float, float]:
     """UF1/UAR written out independently of the project's metrics code (MEDN eqs. 17-18)."""

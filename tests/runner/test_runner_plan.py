@@ -92,7 +92,7 @@ data:
 def test_bad_input_is_refused_before_anything_is_created(case, tmp_path, cache_dir):
     output = tmp_path / "out"
     config = write_config(tmp_path, cache_dir, max_epochs=-1 if case == "epochs" else 1,
-                          data_class="tests.test_runner_plan.BrokenInputs" if case == "inputs" else "datamodules.SyntheticDataModule")
+                          data_class="tests.runner.test_runner_plan.BrokenInputs" if case == "inputs" else "datamodules.SyntheticDataModule")
     message = {"epochs": "max_epochs -1 means 'train forever'", "folds": "range 2-1 is empty",
                "inputs": "flow/s01_3.png is 0 bytes; flow/s02_1.png is 64x64"}[case]
     with pytest.raises(MERError, match=message):
@@ -108,10 +108,11 @@ def test_cli_rejects_infinite_epochs_in_one_line(tiny_config, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_crashing_worker_is_retried_once_then_named(tmp_path, cache_dir, monkeypatch):
     output = tmp_path / "crash"
     monkeypatch.setenv("MER_TEST_CRASH_LOG", str(tmp_path / "crashes.txt"))
-    config = write_config(tmp_path, cache_dir, data_class="tests.test_runner_plan.CrashingFold")
+    config = write_config(tmp_path, cache_dir, data_class="tests.runner.test_runner_plan.CrashingFold")
     with pytest.raises(MERError, match=r"1 fold\(s\) failed twice: fold 1 \(subject s01\): worker exit code -9"):
         run_loso(config, LosoOptions(output=output, folds="1", workers=2, wandb="disabled"))
     assert not (output / "folds" / "fold_001.csv").exists()

@@ -26,6 +26,7 @@ def pooled_scores(predictions: pd.DataFrame) -> dict[str, float]:
     return {"uf1": uf1, "uar": uar, "acc": float(np.mean(labels == preds))}
 
 
+@pytest.mark.slow
 def test_two_seeds_give_two_runs_and_their_mean_and_std(tiny_config: Path, tmp_path: Path, capsys) -> None:
     output = tmp_path / "seeds"
     argv = ["loso", "--config", str(tiny_config), "--output", str(output), "--seeds", "0,1", *TWO_FOLDS]

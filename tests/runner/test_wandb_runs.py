@@ -77,6 +77,7 @@ def agent_environment(base: Path) -> dict[str, str]:
             "WANDB_DIR": str(base), "WANDB_ENTITY": "lab", "WANDB_PROJECT": "lambda-study", "WANDB_MODE": "offline"}
 
 
+@pytest.mark.slow
 def test_agent_trial_gets_pooled_metrics_and_every_fold_its_own_run(tiny_config, tmp_path, capsys):
     """Folds 0-1 in the agent's process itself, 2-3 in spawned workers started with the agent's variables
     and with a ``WANDB_SERVICE`` naming a wandb service that is gone (as after a torn-down session)."""
@@ -106,6 +107,7 @@ def test_agent_trial_gets_pooled_metrics_and_every_fold_its_own_run(tiny_config,
                                                                             abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_trial_over_seeds_has_the_seeds_mean_as_its_sweep_metric(tiny_config, tmp_path, capsys):
     """``--seeds 0,1`` in a trial (2 subject-independent folds each): every seed's folds and pooled
     metrics are runs of their own in the trial's group; the trial's run gets the mean over the seeds."""
