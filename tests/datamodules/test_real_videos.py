@@ -22,6 +22,8 @@ from datamodules.face.preview import TITLE_HEIGHT
 from datamodules.preprocessing import flow_sequence, to_gray
 from tests.conftest import require_shared
 
+pytestmark = pytest.mark.slow  # every test here detects faces in the real videos (12-16 s a video on 2 busy cores)
+
 SINGLE_FACE = "single_face.mp4"  # 72 frames, 30 fps: neutral -> smile -> neutral
 WOLFGANG = "WolfgangLanger_Pexels.mp4"  # 472 frames, ~24 fps, several expressions, head motion
 FRAME_STEP = {SINGLE_FACE: 1, WOLFGANG: 4}  # every 4th frame keeps the test time reasonable
@@ -72,7 +74,6 @@ def fit_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return source @ np.array([[a, b], [-b, a]]) + [tx, ty]
 
 
-@pytest.mark.slow
 def test_a_face_in_every_frame(video: tuple[str, np.ndarray, np.ndarray]) -> None:
     name, frames, landmarks = video
     assert landmarks.shape == (len(frames), 68, 2)
@@ -83,7 +84,6 @@ def test_a_face_in_every_frame(video: tuple[str, np.ndarray, np.ndarray]) -> Non
     assert inter_ocular(landmarks).min() > 20  # a real face, not a spurious small detection
 
 
-@pytest.mark.slow
 def test_landmark_jitter_is_small(video: tuple[str, np.ndarray, np.ndarray]) -> None:
     name, _, landmarks = video
     lm = landmarks.astype(np.float64)
@@ -95,7 +95,6 @@ def test_landmark_jitter_is_small(video: tuple[str, np.ndarray, np.ndarray]) -> 
     assert np.median(jitter) < JITTER_MEDIAN[name]
 
 
-@pytest.mark.slow
 def test_per_frame_alignment_keeps_the_eyes_in_place(video: tuple[str, np.ndarray, np.ndarray]) -> None:
     _, frames, landmarks = video
     settings = AlignmentSettings(per_frame=True)
@@ -107,7 +106,6 @@ def test_per_frame_alignment_keeps_the_eyes_in_place(video: tuple[str, np.ndarra
     assert deviation.max() < EYE_TOLERANCE_PX
 
 
-@pytest.mark.slow
 def test_reference_alignment_keeps_neighbouring_crops_alike(video: tuple[str, np.ndarray, np.ndarray]) -> None:
     _, frames, landmarks = video
     crops, mapped = align_clip(frames[:2], landmarks[0], AlignmentSettings())
@@ -135,7 +133,6 @@ def nonrigid_motion(flow: np.ndarray, region: tuple[slice, slice], face: tuple[s
     return float(np.hypot(*residual)[region].mean())
 
 
-@pytest.mark.slow
 def test_flow_rises_and_falls_with_the_smile(tmp_path) -> None:
     frames, detected = detect(SINGLE_FACE)
     landmarks = np.stack(detected)
@@ -182,7 +179,6 @@ def best_strain_correlation(u: np.ndarray, v: np.ndarray, strain: np.ndarray) ->
     )
 
 
-@pytest.mark.slow
 def test_cde_images_store_u_v_strain_as_rgb(cde_root: Path) -> None:
     images = np.stack([cv2.imread(str(p)) for p in sorted((cde_root / "flow").glob("*.png"))]).astype(np.float64)
     assert len(images) == 442
