@@ -276,6 +276,7 @@ def test_identity_loss_needs_the_linked_number_of_training_subjects():
 
 
 # ---------------------------------------------------------------- gradients, baseline, fit
+@pytest.mark.slow
 def test_one_backward_reaches_every_parameter():
     module = LFDTCMEN(**TINY, lambda_id_adv=1.0)
     data = batch()
@@ -305,6 +306,7 @@ def test_the_no_drl_baseline_is_the_flow_branch_alone():
     torch.testing.assert_close(module.probe_features(data)["flow_features"], module(data)["features"])
 
 
+@pytest.mark.slow
 def test_tiny_fit_on_the_synthetic_datamodule(cache_dir):
     data = SyntheticDataModule(**TINY_SYNTHETIC, cache_dir=str(cache_dir), num_frames=8, val_subjects=1)
     module = LFDTCMEN(**{**TINY, "num_frames": 8, "num_identities": data.num_identities})

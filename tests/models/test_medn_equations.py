@@ -322,6 +322,7 @@ def _tiny_medn(backbone: str, **overrides: object) -> MEDNModel:
     return MEDNModel(num_classes=3, num_aus=5, motion_backbone=backbone, **{**kwargs, **overrides})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["led", "resnet18", "resnet34", "vit_b16"])
 def test_gradients_reach_both_branches(backbone: str):
     torch.manual_seed(0)

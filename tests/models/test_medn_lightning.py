@@ -72,6 +72,7 @@ ABLATIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "differences"), ABLATIONS.values(), ids=ABLATIONS.keys())
 def test_every_ablation_row_trains(overrides, differences):
     torch.manual_seed(0)

@@ -314,6 +314,7 @@ class SeenItems(L.Callback):
         self.identity += batch["identity"].tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k_folds", [None, 2], ids=["loso", "2-fold"])
 def test_identity_classes_never_include_a_held_out_subject(cache_dir, k_folds):
     data = SyntheticDataModule(**{**TINY_SYNTHETIC, "batch_size": 4}, cache_dir=str(cache_dir), k_folds=k_folds,
