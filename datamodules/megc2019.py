@@ -50,6 +50,9 @@ def describe_shape(shape: tuple[int, ...]) -> str:
 class MEGC2019CompositeDataModule(LOSODataModule):
     """LOSO over the 68 subjects of the composite set; subject ids are ``<dataset>_<sub>``.
 
+    The fold and loader options (fold, test_subject, k_folds, val_subjects, batch_size, num_workers,
+    split_seed) are LOSODataModule's.
+
     Args:
         root: folder holding the label list and the flow image folder.
         labels_file: label list, relative to `root`.
@@ -57,8 +60,6 @@ class MEGC2019CompositeDataModule(LOSODataModule):
         file_pattern: image file name; fields {sub} and {filename_o} from the label list.
         pixel_scale: factor applied to the 0-255 pixels (1.0 = raw values as STSTNet was fed;
             1/255 for models that expect [0, 1]).
-        fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
-            LOSODataModule.
     """
 
     def __init__(

@@ -31,7 +31,8 @@ class MINE(nn.Module):
     eval mode the gradient is the plain one and the buffer is untouched.
 
     Args:
-        x_dim, z_dim: widths of the two inputs.
+        x_dim: width of the first input.
+        z_dim: width of the second input.
         hidden: width of the hidden layer (64 in Table 3).
         ema_rate: rate of the moving average (0.01 as in Belghazi et al.).
         negative_slope: slope of the LeakyReLUs (PyTorch's default; the paper gives none).

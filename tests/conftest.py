@@ -1,5 +1,6 @@
 """Shared fixtures. Real data lives in ../shared (never committed): tests that need it skip
-with a reason on a user's clone and FAIL when CI is set."""
+with a reason on a user's clone and FAIL when CI is set. Tests marked ``gpu`` run where CUDA is
+available and are skipped elsewhere."""
 
 from __future__ import annotations
 
@@ -9,12 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
-from tests.slurm_cluster import SlurmCluster, missing_slurm, slurm_cluster
+from tests.helpers.slurm_cluster import SlurmCluster, missing_slurm, slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests run where torch sees a CUDA device and are skipped, with the reason, elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu); none is available here")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
 
 
 def require_shared(relative: str) -> Path:

@@ -24,11 +24,12 @@ from .datamodule import ReleaseDataModule
 class CompositeReleaseDataModule(LOSODataModule):
     """LOSO over the union of several releases that share one class protocol.
 
+    The fold and loader options (fold, test_subject, k_folds, val_subjects, batch_size, num_workers,
+    split_seed) are LOSODataModule's.
+
     Args:
         sources: one ReleaseDataModule per database (e.g. CASME2DataModule, SAMMDataModule,
             SMICDataModule, each with protocol 'cde'); their fold/batch arguments are ignored.
-        fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
-            LOSODataModule.
     """
 
     def __init__(

@@ -38,27 +38,35 @@ CACHE_FORMAT = 1  # bump when the layout of prepared clips changes
 class ReleaseDataModule(LOSODataModule):
     """One database release on disk -> prepared clips -> leave-one-subject-out folds.
 
+    The fold and loader options (fold, test_subject, k_folds, val_subjects, batch_size, num_workers,
+    split_seed) are LOSODataModule's.
+
     Args:
         dataset: one of casme2, samm, smic, casme3, dfme, mmew.
-        root: the release folder (see README "Frame layouts" for which folder per database).
+        root: the release folder (docs/data.md, "Frame layouts", says which folder per database).
         protocol: class protocol (e.g. 'cde', '3class', '5class'); see `mer dataset-info`.
         annotations: the annotation sheet(s) as distributed with the release.
         release: named frame layout of the database (e.g. CASME II 'cropped' or 'raw').
         frame_pattern: explicit frame path pattern relative to `root` (overrides `release`).
-        num_frames, interval, image_size, per_frame_alignment, landmarks, tvl1, apex_image_size:
-            preparation settings (see PrepareSettings; part of the cache key).
+        num_frames: frames sampled per clip. This and the next six are PrepareSettings' preparation
+            settings, each part of the cache key.
+        interval: 'offset' (onset→offset) or 'apex' (onset→apex) sampling.
+        image_size: side of the aligned face crop.
+        per_frame_alignment: align every frame instead of reusing the onset's transform.
+        landmarks: landmark backend ('dlib' or the optional 'face_alignment').
+        tvl1: TV-L1 settings.
+        apex_image_size: side of the onset→apex u/v/strain image.
         flow: TV-L1 implementation: 'opencv' (cv2 DualTVL1, default) or 'torch' (the batched PyTorch
             port, datamodules/face/tvl1_torch.py; on the GPU when there is one). Part of the cache
             key when 'torch' (`mer prepare --flow torch`).
-        fold_side, fold_intensity: fold AU side prefixes / intensity suffixes into one AU label.
+        fold_side: fold AU side prefixes (L4, R12) into one AU label.
+        fold_intensity: fold AU intensity suffixes (15A) into one AU label.
         on_error: 'skip' clips with missing frames or no face (listed in the manifest) or 'fail'.
         cache_dir: where prepared clips are cached (default $MER_CACHE_DIR or ~/.cache/mer-suite).
         prepare_workers: processes preparing clips (default: one per CPU core).
         with_frames: also load RGB frames (needed by the LED motion branch).
         composite_apex: feed the onset→apex u/v/strain image (apex_image_size², 0-255) as the
             model's 'apex_flow' (STSTNet on the composite protocol) instead of the sequence's apex flow.
-        fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
-            LOSODataModule.
     """
 
     def __init__(
@@ -99,7 +107,7 @@ class ReleaseDataModule(LOSODataModule):
         self.dataset = dataset
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise MERError(f"release root not found: {self.root}; set root to the {dataset} folder (see README 'Frame layouts')")
+            raise MERError(f"release root not found: {self.root}; set root to the {dataset} folder (docs/data.md, 'Frame layouts', names it per database)")
         if flow not in FLOW_BACKENDS:
             raise MERError(f"unknown flow backend '{flow}'; choose one of {list(FLOW_BACKENDS)}")
         self.protocol = protocol

@@ -4,7 +4,7 @@ A layout is a path pattern relative to the release root, with the sample's colum
 (``{subject}``, ``{clip}``, ``{emotion_raw}``, ...) and ``{frame}`` (with an optional format
 spec such as ``{frame:05d}``) in the file name only. Frame numbers are those of the annotation
 sheet (Onset/Apex/OffsetFrame). A user overrides the pattern from config
-(``frame_pattern``) when a copy is organised differently. See README "Frame layouts".
+(``frame_pattern``) when a copy is organised differently. See docs/data.md, "Frame layouts".
 """
 
 from __future__ import annotations

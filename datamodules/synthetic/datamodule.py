@@ -53,6 +53,9 @@ def prepare_synthetic_clip(spec: ClipSpec, config: SyntheticConfig, num_frames: 
 class SyntheticDataModule(LOSODataModule):
     """Seeded synthetic face clips (identity, FACS-like AUs, hard samples), prepared once into a cache.
 
+    The fold and loader options (fold, test_subject, k_folds, val_subjects, batch_size, num_workers,
+    split_seed) are LOSODataModule's.
+
     Args:
         n_subjects: number of synthetic subjects (= LOSO folds).
         clips_per_subject: mean clips per subject (per-subject class priors are skewed).
@@ -67,8 +70,6 @@ class SyntheticDataModule(LOSODataModule):
         flow: TV-L1 implementation: 'opencv' (cv2 DualTVL1, default) or 'torch' (the batched PyTorch
             port, datamodules/face/tvl1_torch.py; on the GPU when there is one; part of the cache key).
         with_frames: also load RGB frames (needed by the LED motion branch).
-        fold, test_subject, k_folds, val_subjects, batch_size, num_workers, split_seed: see
-            LOSODataModule.
     """
 
     def __init__(

@@ -37,7 +37,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         the frame and the onset stacked. Frames are resized to ``drl_size`` first. (With "pair" the
         motion code carried the subject as well as the identity code did on the synthetic set's
         training subjects, and a plain frame - onset still let the illumination drift carry a scaled
-        copy of the face; see README.) The motion encoder normalises each image alone
+        copy of the face; see docs/models/lfd_tcmen.md.) The motion encoder normalises each image alone
         (``motion_norm="layer"``: GroupNorm with one group, the same in training and evaluation);
         ``"batch"`` (BatchNorm, as the identity and flow encoders) is the ablation. With batch norm
         the DRL losses shaped training-mode codes, normalised by each batch's statistics, while the
@@ -45,7 +45,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         linear probe found the subject in 0.44 of the eval-mode motion codes but 0.18 of the
         training-mode ones (folds 0-3, seed 0; the no-DRL flow features: 0.42 and 0.33), and the
         motion code leaked more identity than the no-DRL baseline (0.477 vs 0.391, seeds 0-2);
-        with per-image normalisation it leaks less (0.318; README).
+        with per-image normalisation it leaks less (0.318; docs/models/lfd_tcmen.md).
       - Decoder: (identity code of the onset, motion code of frame t) -> frame t (FrameDecoder).
       - L_orth: mean squared Pearson correlation between every identity-code dimension and every
         motion-code dimension over the batch's frames (batch-centred difference loss of Bousmalis
@@ -73,7 +73,7 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         computed) and is off in every shipped config: on the synthetic set (measured with batch norm
         in the motion encoder) it did not lower the linear probe's score of the motion code on
         training subjects beyond the seed-to-seed spread (it ends at chance on its own head while a
-        refitted probe still finds the subject; README).
+        refitted probe still finds the subject; docs/models/lfd_tcmen.md).
         It is part of L_id and so is off with ``lambda_id: 0`` too.
       - L_cls: focal loss (gamma ``focal_gamma``) on the emotion logits.
       - Total: ``lambda_cls L_cls + sum lambda_k L_k`` over the DRL terms; a term with weight 0 is
@@ -90,17 +90,27 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
     ``probe_features``: with DRL 'identity_code' (mean over frames) and 'motion_code' (mean over
     steps 1..T-1); without DRL 'flow_features' (the clip feature before the head).
 
+    The architecture options (use_drl, frame_channels, flow_channels, num_frames, motion_input,
+    motion_norm, drl_size, code_dim, encoder_blocks, base_width, decoder_width, fusion_dim,
+    temporal_depth, num_heads, mlp_ratio, dropout) are :class:`LFDTCMENModel`'s (``num_frames``
+    must match the datamodule's).
+
     Args:
-        num_classes, num_aus, num_identities: linked from the datamodule (AUs unused; identities =
-            classes of the identity loss, needed when ``lambda_id > 0``).
-        use_drl, frame_channels, flow_channels, num_frames, motion_input, motion_norm, drl_size, code_dim, encoder_blocks,
-            base_width, decoder_width, fusion_dim, temporal_depth, num_heads, mlp_ratio, dropout:
-            see :class:`LFDTCMENModel` (``num_frames`` must match the datamodule's).
-        lambda_orth, lambda_rec, lambda_cons, lambda_cycle, lambda_id, lambda_cls: loss weights.
+        num_classes: linked from the datamodule.
+        num_aus: linked from the datamodule (unused).
+        num_identities: linked from the datamodule: classes of the identity loss, needed when
+            ``lambda_id > 0``.
+        lambda_orth: weight of the orthogonality loss.
+        lambda_rec: weight of the reconstruction loss.
+        lambda_cons: weight of the consistency loss.
+        lambda_cycle: weight of the cycle loss.
+        lambda_id: weight of the identity loss.
+        lambda_cls: weight of the classification (focal) loss.
         lambda_id_adv: gradient-reversal factor of the motion-code adversary inside L_id (0 = none).
         adversary_lr_scale: the adversary's learning rate as a multiple of ``lr``.
         focal_gamma: gamma of the focal loss.
-        lr, weight_decay: AdamW settings.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
     """
 
     def __init__(

@@ -22,12 +22,15 @@ class MEDN(WeightedLossMixin, MERClassifier):
     ``fusion=weighted_sum``, ``lambda_orth=0`` (no orthogonal loss), ``motion_backbone``.
     Where a data source has no AU labels (``num_aus=0`` or ``au_mask`` false) the AU term is 0.
 
+    The architecture options (motion_backbone, flow_channels, image_size, seq_len, patch_size,
+    embed_dim, depth, num_heads, mlp_ratio, sparse_rates, fusion, dropout, vit_patch_size, vit_width,
+    vit_depth, vit_heads) are :class:`MEDNModel`'s (the ``vit_*`` set the size of the ``vit_b16``
+    motion backbone; ViT-B/16's 16/768/12/12 by default).
+
     Args:
-        num_classes, num_aus, num_identities: linked from the datamodule (identities unused).
-        motion_backbone, flow_channels, image_size, seq_len, patch_size, embed_dim, depth,
-            num_heads, mlp_ratio, sparse_rates, fusion, dropout, vit_patch_size, vit_width, vit_depth,
-            vit_heads: see :class:`MEDNModel` (the ``vit_*`` set the size of the ``vit_b16`` motion
-            backbone; ViT-B/16's 16/768/12/12 by default).
+        num_classes: linked from the datamodule.
+        num_aus: linked from the datamodule: AUs of the AU loss.
+        num_identities: linked from the datamodule (unused).
         lambda_au: weight of the AU loss (eq. 16).
         lambda_orth: weight of the orthogonal loss (eq. 16).
         focal_gamma: γ of the focal loss (2 in the paper).

@@ -14,7 +14,9 @@ class STSTNet(WeightedLossMixin, MERClassifier):
     """Reference baseline on the onset→apex flow image ('apex_flow').
 
     Args:
-        num_classes, num_aus, num_identities: linked from the datamodule (AUs, identities unused).
+        num_classes: linked from the datamodule.
+        num_aus: linked from the datamodule (unused).
+        num_identities: linked from the datamodule (unused).
         in_channels: channels of the flow image (u, v, strain).
         image_size: side of the square input (28 in the composite protocol).
         lr: Adam learning rate (5e-5 published).

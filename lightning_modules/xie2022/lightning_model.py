@@ -49,15 +49,21 @@ class Xie2022(MERClassifier):
     5 ``use_div=false``; 6 defaults. Without IDNet + MINE, stages 1 and 3 are skipped.
 
     Args:
-        num_classes, num_aus: linked from the datamodule (AUs unused).
+        num_classes: linked from the datamodule.
+        num_aus: linked from the datamodule (unused).
         num_identities: training subjects of the fold (linked); IDNet's classes.
         num_frames: T frames per clip (the paper does not give T; must match the datamodule's).
-        menet_size, idnet_size: frames are resized to these inside the model (256 and 128 in the paper).
+        menet_size: MENet's frames are resized to this inside the model (256 in the paper).
+        idnet_size: IDNet's frames are resized to this inside the model (128 in the paper).
         in_channels: 3 for RGB, 1 to convert the frames to grey (the paper does not say; RGB our choice).
         base_width: channels of the first ResNet stage (64 in Tables 1-2; smaller for CPU-sized runs).
-        use_dao, use_div, use_idnet_mine: Table 5 switches.
+        use_dao: Table 5 switch: the DAO module.
+        use_div: Table 5 switch: the divergence loss L_div.
+        use_idnet_mine: Table 5 switch: IDNet and MINE (stages 1 and 3).
         stage_steps: iterations of stages 1-4.
-        lambda_div, lambda_mi_menet, lambda_mi_idnet: λ_{1,1}, λ_{1,2}, λ_2 (0.1 each).
+        lambda_div: λ_{1,1} (0.1).
+        lambda_mi_menet: λ_{1,2} (0.1).
+        lambda_mi_idnet: λ_2 (0.1).
         lr: Adam learning rate of MENet and IDNet (1e-4).
         mine_lr: Adam learning rate of MINE (not given; 1e-4, our choice).
         mine_hidden: MINE's hidden width (64, Table 3).

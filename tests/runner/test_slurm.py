@@ -1,0 +1,148 @@
+"""``mer loso --launcher slurm`` on a real single-node SLURM (tests/helpers/slurm_cluster.py).
+
+A synthetic LOSO (4 folds) is submitted as an array of 2 tasks of 2 folds. While each task trains
+its second fold, task 0 is requeued by ``scontrol requeue`` (as a preemption would) and task 1 gets
+USR1 (what ``--signal=USR1@90`` sends before the time limit), which Lightning's SLURM environment
+answers by requeueing the task itself. Both folds must resume from their last epoch-end checkpoint,
+and the aggregation job's pooled predictions and metrics must equal those of an uninterrupted local
+run of the same config with the same threads per fold.
+
+The tests marked ``slurm`` are skipped where SLURM is not installed, with the reason, and fail when
+CI is set (.ci/run installs it); the option checks run everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from experiments.main import mer_main
+from tests.helpers.slurm_cluster import TERMINAL, SlurmCluster, job_logs
+
+EPOCHS = 16  # ~0.8 s per epoch on one thread: a fold trains long enough to be interrupted midway
+
+
+def mer_loso(config: Path, output: Path, *options: str) -> None:
+    mer_main(["loso", "--config", str(config), "--trainer.max_epochs", str(EPOCHS), "--output", str(output),
+              "--threads-per-fold", "1", "--wandb", "disabled", *options])
+
+
+SLURM_OPTIONS = ("--launcher", "slurm", "--cpus-per-task", "1", "--folds-per-task", "2", "--array-parallelism", "2",
+                 "--time", "00:15:00")
+
+
+def mer_loso_error(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """The one-line error of a `mer loso` call that must be refused (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        mer_loso(*args)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("option", ["--folds-per-task", "--cpus-per-task", "--array-parallelism"])
+def test_impossible_slurm_options_are_refused_before_anything_is_created(tiny_config, tmp_path, capsys, option):
+    error = mer_loso_error(capsys, tiny_config, tmp_path / "run", *SLURM_OPTIONS, option, "0")
+    assert option in error and not (tmp_path / "run").exists()
+
+
+def test_without_sbatch_the_launch_is_refused_before_anything_is_created(tiny_config, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    error = mer_loso_error(capsys, tiny_config, tmp_path / "run", *SLURM_OPTIONS)
+    assert "sbatch not found" in error and "--dry-run" in error and not (tmp_path / "run").exists()
+
+
+def test_seeds_dry_run_writes_each_seeds_scripts_and_the_summary_job(tiny_config, tmp_path, capsys):
+    """--seeds 0,1 on SLURM: each seed's fold array and aggregation job, then one summary job that pools
+    every seed (the worker's --aggregate on the seeds' OUTPUT) once their aggregation jobs have ended."""
+    output = tmp_path / "seeds"
+    mer_loso(tiny_config, output, *SLURM_OPTIONS, "--seeds", "0,1", "--dry-run")
+    out = capsys.readouterr().out
+    for seed in (0, 1):
+        assert (output / f"seed_{seed}" / "slurm" / "folds.sbatch").is_file()
+    summary = output / "slurm" / "seeds_summary.sbatch"
+    text = summary.read_text()
+    assert f"-m experiments.runner.executors.worker {output.resolve()} --aggregate" in text
+    assert "#SBATCH --job-name=mer-seeds-seeds-summary" in text and "#SBATCH --cpus-per-task=1" in text
+    assert f"sbatch --dependency=afterany:<their ids, colon-separated> {summary.resolve()}" in out
+    assert subprocess.run(["bash", "-n", str(summary)]).returncode == 0
+
+
+@pytest.mark.slurm
+def test_dry_run_prints_the_scripts_and_submits_nothing(on_cluster, tiny_config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    mer_loso(tiny_config, run_dir, *SLURM_OPTIONS, "--dry-run")
+
+    printed = capsys.readouterr().out
+    folds_script, aggregate_script = run_dir / "slurm" / "folds.sbatch", run_dir / "slurm" / "aggregate.sbatch"
+    assert folds_script.read_text() in printed and aggregate_script.read_text() in printed
+    for line in ("#SBATCH --array=0-1%2", "#SBATCH --signal=USR1@90", "#SBATCH --requeue", "#SBATCH --open-mode=append",
+                 "#SBATCH --cpus-per-task=1", "#SBATCH --time=00:15:00", f"#SBATCH --output={run_dir}/slurm/folds-%A_%a.out",
+                 f"-m experiments.runner.executors.worker {run_dir} \\\n", '--task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task 2\n'):
+        assert line in folds_script.read_text(), line
+    assert f"-m experiments.runner.executors.worker {run_dir} --aggregate" in aggregate_script.read_text()
+    assert f"sbatch --dependency=afterany:${{array%%;*}} {aggregate_script}" in printed
+
+    assert on_cluster.run("squeue", "-h") == ""  # nothing submitted
+    created = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+    assert created == ["config.yaml", "fold_plan.json", "folds", "run.json", "slurm", "slurm/aggregate.sbatch",
+                       "slurm/folds.sbatch"]
+    for script in (folds_script, aggregate_script):  # real SLURM accepts both as they are (--test-only queues nothing)
+        assert "to start at" in on_cluster.run("sbatch", "--test-only", str(script), stream="stderr")
+    assert on_cluster.run("squeue", "-h") == ""
+
+
+def interrupt_second_fold(cluster: SlurmCluster, run_dir: Path, task: str, first: int, second: int,
+                          interrupt: Callable[[], None]) -> None:
+    """Once `task` has finished fold `first` and saved an epoch of fold `second`, interrupt it; then let
+    the requeued task start again at once (it waits on its BeginTime otherwise)."""
+    folds = run_dir / "folds"
+
+    def training_second_fold() -> bool:
+        return ((folds / f"fold_{first:03d}.csv").is_file() and (folds / f"fold_{second:03d}" / "last.ckpt").is_file()
+                and cluster.job(task)["JobState"] == "RUNNING")
+
+    cluster.wait_for(f"{task} to train fold {second}", training_second_fold, timeout=150, every=0.2)
+    interrupt()
+    assert not (folds / f"fold_{second:03d}.csv").exists(), f"fold {second} finished before it was interrupted"
+    cluster.wait_for(f"{task} to be requeued", lambda: cluster.job(task)["JobState"] == "PENDING", timeout=60, every=0.5)
+    cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")
+
+
+@pytest.mark.slurm
+def test_interrupted_array_tasks_resume_and_pool_like_a_local_run(on_cluster, tiny_config, tmp_path):
+    mer_loso(tiny_config, tmp_path / "local")  # the uninterrupted reference, same config and threads
+
+    run_dir = tmp_path / "slurm"
+    mer_loso(tiny_config, run_dir, *SLURM_OPTIONS)
+    jobs = dict(line.split() for line in on_cluster.run("squeue", "-h", "-o", "%j %F").splitlines())
+    array_id, aggregate_id = jobs["mer-slurm"], jobs["mer-slurm-aggregate"]
+    task0, task1 = f"{array_id}_0", f"{array_id}_1"  # folds 0-1 and 2-3
+
+    interrupt_second_fold(on_cluster, run_dir, task0, 0, 1, lambda: on_cluster.run("scontrol", "requeue", task0))
+    interrupt_second_fold(on_cluster, run_dir, task1, 2, 3,
+                          lambda: on_cluster.run("scancel", "--signal=USR1", task1))
+
+    def aggregation_ended() -> str | None:
+        state = on_cluster.job(aggregate_id)["JobState"]
+        return state if state in TERMINAL else None
+
+    assert on_cluster.wait_for("the aggregation job", aggregation_ended, timeout=240) == "COMPLETED", job_logs(run_dir)
+    for task in (task0, task1):
+        job = on_cluster.job(task)
+        assert (job["JobState"], job["Restarts"]) == ("COMPLETED", "1"), f"{task}: {job}\n{job_logs(run_dir)}"
+
+    for fold in (1, 3):  # the interrupted folds resumed from an epoch-end checkpoint, not from scratch
+        versions = sorted((run_dir / "folds" / f"fold_{fold:03d}" / "logs").glob("version_*/metrics.csv"))
+        assert len(versions) == 2, versions
+        assert pd.read_csv(versions[1])["epoch"].min() >= 1
+
+    assert json.loads((run_dir / "metrics.json").read_text()) == json.loads((tmp_path / "local" / "metrics.json").read_text())
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "predictions.csv"),
+                                  pd.read_csv(tmp_path / "local" / "predictions.csv"), check_exact=True)
