@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,24 @@ def test_scale_gradient_reverses_only_the_gradient():
 
 
 # ---------------------------------------------------------------- divergence loss, eqs. 2 and 6
+def _divergence_by_hand(maps: np.ndarray) -> float:
+    """eq. 6 with eq. 2's DIV = 1 - sum_i sqrt(M_k[i] M_l[i]), by loops over numpy maps (B, T, N)."""
+    per_sample = []
+    for sample in maps:
+        steps = len(sample)
+        outer = 0.0
+        for k in range(2, steps + 1):  # k = 2..T, maps indexed from 1 as in the paper
+            inner = sum(1 - np.sqrt(sample[k - 1] * sample[l - 1]).sum() for l in range(1, k))
+            outer += inner / (k - 1)
+        per_sample.append(-outer / (steps - 1))
+    return float(np.mean(per_sample))
+
+
+def _random_maps(*shape: int, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+    logits = scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.softmax(logits.flatten(2), -1).view(shape)
+
+
 def test_divergence_loss_matches_a_hand_computation():
     maps = torch.tensor(
         [
@@ -115,20 +134,71 @@ def test_divergence_loss_matches_a_hand_computation():
             [[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
         ]
     ).view(2, 3, 2, 2)
-    # sample 0: sims s10 = .25, s20 = .25, s21 = .25
-    #   -(1/2) * [ (1 - .25) + ((1 - .25) + (1 - .25)) / 2 ] = -0.75
+    # sample 0, sims of the square roots: s10 = .5, s20 = 2 * sqrt(.5) * .5 = 1/sqrt(2), s21 = 1/sqrt(2)
+    #   -(1/2) * [ (1 - .5) + 2 (1 - 1/sqrt(2)) / 2 ] = -(1.5 - 1/sqrt(2)) / 2
     # sample 1: s10 = 1, s20 = 0, s21 = 0
     #   -(1/2) * [ 0 + (1 + 1) / 2 ] = -0.5
-    assert divergence_loss(maps).item() == pytest.approx((-0.75 - 0.5) / 2)
+    sample_0 = -(1.5 - 1 / math.sqrt(2)) / 2
+    assert divergence_loss(maps).item() == pytest.approx((sample_0 - 0.5) / 2, abs=1e-6)
 
 
 def test_divergence_loss_loops_over_the_sums_of_eq_6():
-    maps = torch.softmax(torch.randn(3, 5, 4, 4, generator=torch.Generator().manual_seed(0)).flatten(2), -1)
-    expected = []
-    for sample in maps.tolist():
-        outer = 0.0
-        for k in range(2, 6):  # k = 2..T, maps indexed from 1 as in the paper
-            inner = sum(1 - sum(a * b for a, b in zip(sample[k - 1], sample[l - 1])) for l in range(1, k))
-            outer += inner / (k - 1)
-        expected.append(-outer / 4)
-    assert divergence_loss(maps).item() == pytest.approx(sum(expected) / 3, rel=1e-5)
+    maps = _random_maps(3, 5, 4, 4)
+    assert divergence_loss(maps).item() == pytest.approx(_divergence_by_hand(maps.flatten(2).numpy()), rel=1e-9)
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 5.0])
+def test_a_map_does_not_diverge_from_itself(scale: float):
+    """eq. 2: DIV(M | M) = 0 for any map, so T copies of one map give L_div = 0."""
+    one_map = _random_maps(4, 1, 16, 16, scale=scale, seed=1)
+    assert divergence_loss(one_map.expand(4, 6, 16, 16)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_maps_on_disjoint_regions_diverge_fully():
+    """eq. 2: DIV = 1 for disjoint supports (any shapes inside them), so eq. 6 gives -1."""
+    rng = np.random.default_rng(0)
+    maps = np.zeros((2, 4, 16 * 16))
+    for b in range(2):
+        regions = rng.permutation(16 * 16).reshape(4, -1)  # 4 disjoint sets of 64 positions
+        for t in range(4):
+            weights = rng.random(regions.shape[1])
+            maps[b, t, regions[t]] = weights / weights.sum()
+    assert divergence_loss(torch.from_numpy(maps).view(2, 4, 16, 16)).item() == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_divergence_gradient_is_usable_at_menet_size():
+    """MENet's maps at 256 px input: 16×16 positions, T = 8 frames (our configs), batch 8, attention
+    logits ~ N(0, 1). With the square roots the gradient norm w.r.t. the logits is ~5e-3; the raw dot
+    product of softmax maps (DIV ≈ 1 - 1/256 for any pair) gives ~5e-5. Threshold 1e-3."""
+    logits = torch.randn(8, 8, 16, 16, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    maps = torch.softmax(logits.flatten(2), -1).view_as(logits)
+    (gradient,) = torch.autograd.grad(divergence_loss(maps), logits)
+    assert gradient.norm().item() > 1e-3
+
+
+@pytest.mark.parametrize("detach_first", [True, False])
+def test_divergence_gradient_matches_finite_differences_except_through_the_first_map(detach_first: bool):
+    """The gradient w.r.t. M_2..M_T's logits is the full derivative of eq. 6 (central differences of
+    the numpy loss); M_1, DAO's self-attention map, gets none when detached (the authors' default)."""
+    b_, t_, n_ = 2, 4, 9
+    logits = torch.randn(b_, t_, n_, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    logits.requires_grad_()
+    (gradient,) = torch.autograd.grad(divergence_loss(torch.softmax(logits, -1), detach_first=detach_first), logits)
+
+    def numpy_loss(z: np.ndarray) -> float:
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return _divergence_by_hand(e / e.sum(-1, keepdims=True))
+
+    z0, h = logits.detach().numpy(), 1e-6
+    expected = np.zeros_like(z0)
+    for index in np.ndindex(*z0.shape):
+        up, down = z0.copy(), z0.copy()
+        up[index] += h
+        down[index] -= h
+        expected[index] = (numpy_loss(up) - numpy_loss(down)) / (2 * h)
+    got = gradient.numpy()
+    np.testing.assert_allclose(got[:, 1:], expected[:, 1:], atol=1e-8)
+    if detach_first:
+        assert np.all(got[:, 0] == 0) and np.abs(expected[:, 0]).max() > 1e-3
+    else:
+        np.testing.assert_allclose(got[:, 0], expected[:, 0], atol=1e-8)
