@@ -27,31 +27,42 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def trained_estimate(d: int, rho: float, steps: int = 2000, batch: int = 256, seed: int = 0) -> float:
-    """Maximise the DV bound with plain Adam, then evaluate it on 20k fresh pairs."""
+def trained_estimate(d: int, rho: float, steps: int, batch: int, hidden: int = 64, seed: int = 0) -> float:
+    """Maximise the DV bound in training mode (bias-corrected gradient) with Adam, lr 3e-3 annealed
+    to 0 (cosine), fresh pairs every step; then the bound on 100k fresh pairs in eval mode."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    mine = MINE(d, d)  # Table 3 sizes: hidden 64
-    optimizer = torch.optim.Adam(mine.parameters(), lr=1e-3)
+    mine = MINE(d, d, hidden=hidden)
+    optimizer = torch.optim.Adam(mine.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(steps):
         loss = -mine(*gaussian_pairs(batch, d, rho, g))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
     mine.eval()
     with torch.no_grad():
-        return mine(*gaussian_pairs(20_000, d, rho, g)).item()
+        return mine(*gaussian_pairs(100_000, d, rho, g)).item()
 
 
-@pytest.mark.parametrize(("d", "rho"), [(20, 0.3), (5, 0.75)])
-def test_mine_reaches_the_analytic_mutual_information(d: int, rho: float):
-    true_mi = -d / 2 * math.log(1 - rho**2)  # about 0.94 and 2.07 nats
-    estimate = trained_estimate(d, rho)
-    assert abs(estimate - true_mi) <= 0.2 * true_mi, (estimate, true_mi)
+# Measured (seeds 0, 1, 2): d = 1: -3.3, -3.0, -3.5 %; d = 5: -4.8, -4.2, -3.0 %; d = 20 (hidden 256):
+# -4.8, -4.7, -5.5 %. With Table 3's 64 hidden units d = 20 plateaus 8-13 % low however long it trains
+# (10k steps): 64 units cannot represent the 40-d quadratic log density ratio well, so d = 20 uses 256.
+@pytest.mark.parametrize(("d", "rho", "steps", "batch", "hidden"), [
+    (1, 0.8, 4000, 512, 64),  # I = 0.51 nats
+    (5, 0.75, 4000, 512, 64),  # I = 2.07 nats
+    pytest.param(20, 0.3, 3000, 1024, 256, marks=pytest.mark.slow),  # I = 0.94 nats
+], ids=["d=1", "d=5", "d=20"])
+def test_mine_reaches_the_analytic_mutual_information(d: int, rho: float, steps: int, batch: int, hidden: int):
+    """Correlated Gaussians: I = -d/2 log(1 - rho^2) (Belghazi et al.'s check); estimate within 10 %."""
+    true_mi = -d / 2 * math.log(1 - rho**2)
+    estimate = trained_estimate(d, rho, steps, batch, hidden)
+    assert abs(estimate - true_mi) <= 0.1 * true_mi, (estimate, true_mi)
 
 
 def test_mine_stays_near_zero_for_independent_variables():
-    assert abs(trained_estimate(20, 0.0)) < 0.1
+    assert abs(trained_estimate(20, 0.0, steps=2000, batch=256)) < 0.1
 
 
 def _statistics_by_hand(mine: MINE, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
