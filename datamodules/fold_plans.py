@@ -115,7 +115,8 @@ def balanced_subject_folds(sample_counts: Mapping[str, int], k: int, seed: int) 
 
 
 def kfold_plan(sample_counts: Mapping[str, int], k: int, val_subjects: int = 0, seed: int = 0) -> FoldPlan:
-    """Subject-independent k-fold (Xie et al. 2022, §4.1): every subject tested in exactly one fold,
+    """Subject-independent k-fold (our reading of Xie et al. 2022's "five-fold cross-validation"; the
+    paper does not say how samples were split): every subject tested in exactly one fold,
     folds balanced by sample count (:func:`balanced_subject_folds`); `sample_counts`: samples per subject."""
     counts = {str(s): int(n) for s, n in sample_counts.items()}
     ordered = natural_sorted(counts)

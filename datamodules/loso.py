@@ -2,8 +2,8 @@
 
 The datamodule's fold plan (``datamodules.fold_plans``) gives every fold its training, inner
 validation and test subjects; ``split()`` returns their rows. LOSO (the default) holds out one
-subject per fold; ``k_folds=k`` groups the subjects into k folds balanced by sample count (the
-subject-independent k-fold of Xie et al. 2022, §4.1); a source with a fixed official split (DFME's
+subject per fold; ``k_folds=k`` groups the subjects into k folds balanced by sample count (our
+subject-independent reading of Xie et al. 2022's "five-fold cross-validation"); a source with a fixed official split (DFME's
 MEGC 2024 training/testA/testB) makes one fold of it. An optional inner validation split (for early
 stopping or checkpoint choice) is carved from the training subjects only; the held-out subjects are
 never used for any selection.

@@ -43,6 +43,9 @@ SAMM = Database(
     emotion_aliases={"others": "other"},
     protocols={
         "cde": cde(("anger", "contempt", "disgust", "fear", "sadness"), "happiness", "surprise"),
+        # the common MEGC 5-class set (classes with enough samples). Xie et al. run "five-class"
+        # SAMM without naming the classes, and their Fig. 7 text discusses fear, which this set
+        # lacks: their set differs, and which five they used cannot be recovered from the paper.
         "5class": own_classes("anger", "contempt", "happiness", "surprise", "other"),
     },
     extra_columns={"objective_class": ("objectiveclasses", "objectiveclass")},

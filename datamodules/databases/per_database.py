@@ -18,7 +18,7 @@ from .datamodule import ReleaseDataModule
 
 
 class CASME2DataModule(ReleaseDataModule):
-    """CASME II: 26 subjects, 255 coded clips at 200 fps. Protocols '5class' (Xie et al.) and 'cde'."""
+    """CASME II: 26 subjects, 255 coded clips at 200 fps. Protocols '5class' (the classes Xie et al. list) and 'cde'."""
 
     def __init__(self, root: str, annotations: str | list[str] = "CASME2-coding-20140508.xlsx", protocol: str = "5class",
                  release: str | None = "cropped", **kwargs: Any) -> None:
@@ -26,7 +26,8 @@ class CASME2DataModule(ReleaseDataModule):
 
 
 class SAMMDataModule(ReleaseDataModule):
-    """SAMM: 159 micro-expressions of 29 subjects at 200 fps. Protocols '5class' (Xie et al.) and 'cde'."""
+    """SAMM: 159 micro-expressions of 29 subjects at 200 fps. Protocols '5class' (the common MEGC 5-class
+    set, not Xie et al.'s own: see ``datamodules.annotations.databases.SAMM``) and 'cde'."""
 
     def __init__(self, root: str, annotations: str | list[str] = "SAMM_Micro_FACS_Codes_v2.xlsx", protocol: str = "5class",
                  release: str | None = "original", **kwargs: Any) -> None:
@@ -101,7 +102,8 @@ def official_sheet_sets(sheets: list[Path]) -> dict[str, str]:
 
 
 class MMEWDataModule(ReleaseDataModule):
-    """MMEW: 300 micro-expressions of 36 subjects at 90 fps. Protocols '6class' and '7class' (Xie et al.)."""
+    """MMEW: 300 micro-expressions of 36 subjects at 90 fps. Protocols '6class' (without 'others': our
+    reading of Xie et al.'s unnamed six classes) and '7class'."""
 
     def __init__(self, root: str, annotations: str | list[str] = "MMEW_Micro_Exp.xlsx", protocol: str = "6class",
                  release: str | None = "original", **kwargs: Any) -> None:

@@ -17,13 +17,14 @@ from ..base import Batch, MERClassifier
 from .torch_model import AttentionResNet, idnet, menet
 
 STAGE_TARGETS = {1: "idnet", 2: "menet", 3: "idnet", 4: "menet"}  # Table 4
+DEFAULT_STAGE_EPOCHS = (100, 300, 100, 300)  # §"Parameter settings", read as epochs (the authors' scripts)
 
 
 class Xie2022(MERClassifier):
     """Decoupling facial motion and identity features (Xie et al., PeerJ CS 2022): MENet + DAO,
     IDNet + self-attention, MINE between their features, trained in the four stages of Table 4.
 
-    Stages (one fit, in order; lengths ``stage_steps`` in iterations, i.e. training batches):
+    Stages (one fit, in order; lengths ``stage_epochs`` in epochs or ``stage_steps`` in iterations):
       1. IDNet: L_ce_d (eq. 4) on the training subjects' identities.
       2. MENet: L_ce_e + λ_{1,1} L_div + λ_{1,2} L_MI (eq. 8).
       3. IDNet: L_ce_d + λ_2 L_MI (eq. 9).
@@ -38,11 +39,19 @@ class Xie2022(MERClassifier):
     trained MINIMISES λ·estimate, which decouples identity from motion features. Both updates come
     from one backward pass through a gradient-reversal layer (``losses.scale_gradient``).
 
-    The paper's "IDNet 100 / MENet 300 iterations" is read as 100 iterations for each IDNet stage
-    and 300 for each MENet stage: ``stage_steps = [100, 300, 100, 300]``. When stage 4 ends the
-    module sets ``trainer.should_stop``: the schedule, not the Trainer, says how long to train, so
-    configs set ``trainer.max_epochs`` high enough to contain it. The iteration counter is the
-    buffer ``iterations_done`` (saved in checkpoints), so resuming continues in the right stage.
+    Stage lengths. §"Parameter settings": "Maximum number of iterations of MENet and IDNet is set to
+    300 and 100, respectively", applied to each stage of that network (IDNet: stages 1 and 3, MENet:
+    2 and 4). Two readings, exactly one given:
+      * ``stage_epochs = [100, 300, 100, 300]`` (default, the authors' reading): their public training
+        scripts (github.com/TingxuanXie/DFMIDMER, train_SDU*.py) loop ``epochs = 300`` over the
+        whole training set, so an "iteration" is an epoch. (Those scripts loop 300 epochs for IDNet
+        too; we keep the paper's 100 for IDNet.)
+      * ``stage_steps = [100, 300, 100, 300]``: the literal reading, an iteration is one batch
+        (on CASME II 5-fold at batch 32, about 43 epochs per MENet stage).
+    When stage 4 ends the module sets ``trainer.should_stop``: the schedule, not the Trainer, says
+    how long to train, so configs set ``trainer.max_epochs`` high enough to contain it. Progress is
+    the buffer ``iterations_done`` (steps) or the trainer's ``current_epoch`` (epochs), both saved
+    in checkpoints, so resuming continues in the right stage.
 
     Table 5 rows: 1 ``use_dao=false, use_div=false, use_idnet_mine=false``; 2 ``use_div=false,
     use_idnet_mine=false``; 3 ``use_idnet_mine=false``; 4 ``use_dao=false, use_div=false``;
@@ -60,7 +69,8 @@ class Xie2022(MERClassifier):
         use_dao: Table 5 switch: the DAO module.
         use_div: Table 5 switch: the divergence loss L_div.
         use_idnet_mine: Table 5 switch: IDNet and MINE (stages 1 and 3).
-        stage_steps: iterations of stages 1-4.
+        stage_epochs: lengths of stages 1-4 in epochs (neither given: ``[100, 300, 100, 300]``).
+        stage_steps: lengths of stages 1-4 in iterations (batches); give at most one of the two.
         lambda_div: λ_{1,1} (0.1).
         lambda_mi_menet: λ_{1,2} (0.1).
         lambda_mi_idnet: λ_2 (0.1).
@@ -82,7 +92,8 @@ class Xie2022(MERClassifier):
         use_dao: bool = True,
         use_div: bool = True,
         use_idnet_mine: bool = True,
-        stage_steps: Sequence[int] = (100, 300, 100, 300),
+        stage_epochs: Sequence[int] | None = None,
+        stage_steps: Sequence[int] | None = None,
         lambda_div: float = 0.1,
         lambda_mi_menet: float = 0.1,
         lambda_mi_idnet: float = 0.1,
@@ -91,7 +102,8 @@ class Xie2022(MERClassifier):
         mine_hidden: int = 64,
     ) -> None:
         super().__init__(num_classes, num_aus, num_identities)
-        _check_settings(num_frames, use_dao, use_div, use_idnet_mine, stage_steps, num_identities)
+        _check_settings(num_frames, use_dao, use_div, use_idnet_mine, num_identities)
+        self.stage_unit, stage_lengths = _stage_schedule(stage_epochs, stage_steps)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.menet = menet(num_classes, num_frames, menet_size, in_channels, use_dao, base_width)
@@ -100,7 +112,7 @@ class Xie2022(MERClassifier):
         if use_idnet_mine:
             self.idnet = idnet(num_identities, idnet_size, in_channels, base_width)
             self.mine = MINE(self.menet.feature_dim, self.idnet.feature_dim, hidden=mine_hidden)
-        lengths = [n if use_idnet_mine or STAGE_TARGETS[s] == "menet" else 0 for s, n in enumerate(stage_steps, 1)]
+        lengths = [n if use_idnet_mine or STAGE_TARGETS[s] == "menet" else 0 for s, n in enumerate(stage_lengths, 1)]
         self.stage_ends = list(accumulate(lengths))
         self.register_buffer("iterations_done", torch.zeros((), dtype=torch.long))
 
@@ -109,10 +121,14 @@ class Xie2022(MERClassifier):
         return frozenset({"frames", "identity"} if self.idnet is not None else {"frames"})
 
     # -- schedule --------------------------------------------------------------------------------
-    def stage(self, iterations_done: int | None = None) -> int | None:
-        """The stage (1-4) the next iteration belongs to (after ``iterations_done``, by default the
-        buffer's count); None once stage 4 has ended."""
-        done = int(self.iterations_done) if iterations_done is None else iterations_done
+    def progress(self) -> int:
+        """Units of the schedule done: iterations (the buffer's count) or epochs (the trainer's)."""
+        return int(self.iterations_done) if self.stage_unit == "steps" else self.trainer.current_epoch
+
+    def stage(self, done: int | None = None) -> int | None:
+        """The stage (1-4) the next iteration or epoch belongs to after ``done`` units of the
+        schedule (by default :meth:`progress`); None once stage 4 has ended."""
+        done = self.progress() if done is None else done
         position = bisect.bisect_right(self.stage_ends, done)
         return position + 1 if position < 4 else None
 
@@ -142,7 +158,7 @@ class Xie2022(MERClassifier):
         return optimizers
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        done = int(self.iterations_done)  # the step's one host sync
+        done = self.progress()  # in steps, the step's one host sync
         stage = self.stage(done)
         if stage is None:  # e.g. resumed from a checkpoint taken after stage 4
             self.trainer.should_stop = True
@@ -157,11 +173,15 @@ class Xie2022(MERClassifier):
         for optimizer in optimizers:
             optimizer.step()
         self.iterations_done += 1
-        if self.stage(done + 1) is None:
+        if self.stage_unit == "steps" and self.stage(done + 1) is None:
             self.trainer.should_stop = True
         size = len(batch["frames"])
         self.log("train/stage", float(stage), on_step=True, on_epoch=False, batch_size=size)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+
+    def on_train_epoch_end(self) -> None:
+        if self.stage_unit == "epochs" and self.stage(self.trainer.current_epoch + 1) is None:
+            self.trainer.should_stop = True
 
     def set_modes(self, target: str) -> None:
         """Target branch and MINE in training mode; the frozen branch in eval mode (BN stats fixed)."""
@@ -207,10 +227,21 @@ class Xie2022(MERClassifier):
         return {**terms, "loss": loss}, terms["ce_id"] - terms["mi"]
 
 
-def _check_settings(num_frames: int, use_dao: bool, use_div: bool, use_idnet_mine: bool,
-                    stage_steps: Sequence[int], num_identities: int) -> None:
-    if len(stage_steps) != 4 or any(n < 0 for n in stage_steps):
-        raise MERError(f"stage_steps needs 4 non-negative iteration counts (Table 4), got {list(stage_steps)}")
+def _stage_schedule(stage_epochs: Sequence[int] | None, stage_steps: Sequence[int] | None) -> tuple[str, list[int]]:
+    """The schedule's unit ('epochs' or 'steps') and the four stage lengths (Table 4)."""
+    if stage_epochs is not None and stage_steps is not None:
+        raise MERError(f"give the stage lengths in epochs or in steps, not both (stage_epochs={list(stage_epochs)}, "
+                       f"stage_steps={list(stage_steps)}); set the other to null")
+    if stage_steps is not None:
+        unit, lengths = "steps", stage_steps
+    else:
+        unit, lengths = "epochs", DEFAULT_STAGE_EPOCHS if stage_epochs is None else stage_epochs
+    if len(lengths) != 4 or any(n < 0 for n in lengths):
+        raise MERError(f"stage_{unit} needs 4 non-negative counts (Table 4's stages 1-4), got {list(lengths)}")
+    return unit, list(lengths)
+
+
+def _check_settings(num_frames: int, use_dao: bool, use_div: bool, use_idnet_mine: bool, num_identities: int) -> None:
     if use_div and not use_dao:
         raise MERError("use_div needs use_dao: the divergence loss (eq. 6) acts on DAO's attention maps")
     if use_dao and num_frames < 2:

@@ -224,52 +224,83 @@ def test_stage_losses_are_eqs_8_and_9():
     assert -1 <= s2["div"] <= 0
 
 
+def _statistics_by_hand(mine: torch.nn.Module, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Table 3's T(x, z) written out with the module's weights: FC, LeakyReLU, FC, LeakyReLU."""
+    first, second = [layer for layer in mine.statistics if isinstance(layer, torch.nn.Linear)]
+    hidden = F.leaky_relu(F.linear(torch.cat([x, z], dim=1), first.weight, first.bias), 0.01)
+    return F.leaky_relu(F.linear(hidden, second.weight, second.bias), 0.01).squeeze(1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_the_branch_minimises_the_mi_estimate_and_mine_maximises_it(stage):
-    """Eq. 7 read adversarially: the branch descends eq. 8 / eq. 9 (+λ·MI), MINE descends -MI.
+    """Eq. 7 read adversarially, MINE in training mode as in the fit: the branch descends eq. 8 /
+    eq. 9 with +λ·MI, MINE descends -MI, both through Belghazi et al.'s bias-corrected gradient,
+    grad E_joint[T] - grad E_marginal[e^T] / ema, ema = 0.99 ema_before + 0.01 E_marginal[e^T].
 
-    The expectation is rebuilt from the branches' outputs (same shuffle: same seed); MINE in eval
-    mode so both sides use the plain DV gradient."""
+    The expectation is rebuilt by hand from the branches' features and MINE's weights (same shuffle:
+    same seed). The moving average is set to 3× this batch's E_marginal[e^T], so the corrected
+    gradient differs clearly from the plain one (grad log E_marginal[e^T])."""
     torch.manual_seed(0)
+    weight = 0.7 if stage == 2 else 0.2
     module = Xie2022(**TINY, lambda_div=0.3, lambda_mi_menet=0.7, lambda_mi_idnet=0.2)
     batch = next(iter(loader()))
     frames = batch["frames"]
     module.set_modes("menet" if stage == 2 else "idnet")
-    module.mine.eval()
-    branch = list((module.menet if stage == 2 else module.idnet).parameters())
-    mine = list(module.mine.parameters())
+    assert module.mine.training
+    trained, other = (module.menet, module.idnet) if stage == 2 else (module.idnet, module.menet)
+    branch, mine = list(trained.parameters()), list(module.mine.parameters())
+
+    def pairs(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            fixed = other(frames)["features"]
+        return (out["features"], fixed) if stage == 2 else (fixed, out["features"])
+
+    torch.manual_seed(5)
+    permutation = torch.randperm(len(frames))  # the shuffle MINE draws after seeding 5
+    with torch.no_grad():
+        x, z = pairs(trained(frames))
+        mean_exp = _statistics_by_hand(module.mine, x, z[permutation]).exp().mean()
+    module.mine.log_ema.fill_(math.log(3 * mean_exp.item()))  # a moving average from earlier batches
+
     torch.manual_seed(5)
     _, objective = module.stage_losses(stage, batch)
     got = torch.autograd.grad(objective, branch + mine, allow_unused=True)
+    ema = 0.99 * 3 * mean_exp + 0.01 * mean_exp
+    assert module.mine.log_ema.exp().item() == pytest.approx(ema.item(), rel=1e-5)
 
-    torch.manual_seed(5)
+    out = trained(frames)
+    x, z = pairs(out)
+    joint = _statistics_by_hand(module.mine, x, z).mean()
+    marginal = _statistics_by_hand(module.mine, x, z[permutation]).exp().mean()
+    corrected = joint - marginal / ema  # the gradient of the bias-corrected estimate
+    plain = joint - marginal.log()
     if stage == 2:
-        out = module.menet(frames)
-        with torch.no_grad():
-            identity_features = module.idnet(frames)["features"]
-        mi = module.mine(out["features"], identity_features)
-        expected = F.cross_entropy(out["logits"], batch["label"]) + 0.3 * divergence_loss(out["maps"]) + 0.7 * mi
+        rest = F.cross_entropy(out["logits"], batch["label"]) + 0.3 * divergence_loss(out["maps"])
     else:
-        out = module.idnet(frames)
-        with torch.no_grad():
-            motion_features = module.menet(frames)["features"]
-        mi = module.mine(motion_features, out["features"])
-        expected = F.cross_entropy(out["logits"], batch["identity"]) + 0.2 * mi
-    weight = 0.7 if stage == 2 else 0.2
+        rest = F.cross_entropy(out["logits"], batch["identity"])
     used = [i for i, g in enumerate(got[: len(branch)]) if g is not None]
     assert len(used) > 0.9 * len(branch)
 
-    def distance(reference: torch.Tensor) -> float:
-        """Relative distance of the module's branch gradient to that of `reference`."""
-        want = torch.autograd.grad(reference, [branch[i] for i in used], retain_graph=True)
-        flat_got, flat_want = torch.cat([got[i].flatten() for i in used]), torch.cat([w.flatten() for w in want])
-        return ((flat_got - flat_want).norm() / flat_want.norm()).item()
+    def flat_grad(value: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)])
 
-    assert distance(expected) < 1e-4
-    assert distance(expected - 2 * weight * mi) > 1e-3  # the wrong sign (branch maximising MI) is detectable
-    for g, w in zip(got[len(branch):], torch.autograd.grad(-mi, mine)):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    def distance(got_flat: torch.Tensor, want_flat: torch.Tensor) -> float:
+        return ((got_flat - want_flat).norm() / want_flat.norm()).item()
+
+    used_params = [branch[i] for i in used]
+    got_branch = torch.cat([got[i].flatten() for i in used])
+    got_mi_part = got_branch - flat_grad(rest, used_params)  # what the MI term contributed
+    assert distance(got_branch, flat_grad(rest + weight * corrected, used_params)) < 1e-4
+    assert distance(got_mi_part, flat_grad(weight * corrected, used_params)) < 1e-2
+    assert distance(got_mi_part, flat_grad(weight * plain, used_params)) > 0.2  # not the eval-mode gradient
+    assert distance(got_mi_part, flat_grad(-weight * corrected, used_params)) > 1.9  # nor the wrong sign
+    got_mine = torch.cat([g.flatten() for g in got[len(branch):]])
+    mine_used = [p for p, g in zip(mine, got[len(branch):]) if g is not None]
+    assert len(mine_used) == len(mine)
+    assert distance(got_mine, flat_grad(-corrected, mine)) < 1e-4
+    assert distance(got_mine, flat_grad(-plain, mine)) > 0.05
 
 
 class LoadedState(L.Callback):
@@ -301,6 +332,70 @@ def test_resuming_mid_stage_continues_in_that_stage(tmp_path: Path):
     assert first_step["idnet"] == set() and first_step["menet"]
     assert [r["stage"] for r in recorder.records] == [2, 2, 3, 3, 4, 4]
     assert int(fresh.iterations_done) == 9 and resumed.current_epoch < 49  # the schedule stopped the fit
+
+
+def _trained_part(record: dict) -> str:
+    """What an iteration trained, read off the parameters that changed: 'I' IDNet alone (stage 1),
+    'I+MINE' (stage 3), 'M' MENet (stages 2 and 4, with MINE when present)."""
+    if record.get("idnet"):
+        return "I+MINE" if record["mine"] else "I"
+    assert record["menet"], record
+    return "M"
+
+
+def _stages_by_hand(lengths: list[int], batches_per_epoch: int, unit: str, with_idnet: bool = True) -> list[int]:
+    """The stage of every training batch, in order, by walking the schedule batch by batch."""
+    stages: list[int] = []
+    for stage, length in enumerate(lengths, 1):
+        if stage in (1, 3) and not with_idnet:
+            continue
+        stages += [stage] * (length * batches_per_epoch if unit == "epochs" else length)
+    return stages
+
+
+@pytest.mark.parametrize(("unit", "lengths", "batches_per_epoch", "with_idnet"), [
+    ("epochs", [1, 2, 1, 1], 2, True),
+    ("steps", [3, 2, 1, 2], 3, True),
+    ("epochs", [2, 1, 2, 2], 1, False),  # Table 5 rows without IDNet: stages 1 and 3 are skipped
+], ids=["epochs", "steps", "epochs-menet-only"])
+def test_stage_boundaries_in_epochs_and_in_steps(unit, lengths, batches_per_epoch, with_idnet):
+    torch.manual_seed(0)
+    row = {} if with_idnet else TABLE_5["3: DAO + CE_e + L_div"]
+    module, recorder = Xie2022(**TINY, **row, **{f"stage_{unit}": lengths}), StageRecorder()
+    fit = trainer(max_epochs=50, callbacks=[recorder])
+    fit.fit(module, loader(n=batches_per_epoch * BATCH))
+    expected = _stages_by_hand(lengths, batches_per_epoch, unit, with_idnet)
+    assert [r["stage"] for r in recorder.records] == expected
+    by_part = {1: "I", 2: "M", 3: "I+MINE", 4: "M"}
+    assert [_trained_part(r) for r in recorder.records] == [by_part[s] for s in expected]
+    assert module.stage() is None and fit.current_epoch < 49  # the schedule, not max_epochs, ended the fit
+    if unit == "epochs":
+        assert fit.current_epoch == len(expected) // batches_per_epoch
+
+
+def test_resuming_between_epochs_continues_in_that_stage(tmp_path: Path):
+    torch.manual_seed(0)
+    first = Xie2022(**TINY, stage_epochs=[1, 2, 1, 1])
+    first_fit = trainer(max_epochs=2)
+    first_fit.fit(first, loader(n=2 * BATCH))  # epochs 0 (stage 1) and 1 (stage 2's first)
+    checkpoint = tmp_path / "epoch2.ckpt"
+    first_fit.save_checkpoint(checkpoint)
+
+    torch.manual_seed(1)
+    fresh, recorder = Xie2022(**TINY, stage_epochs=[1, 2, 1, 1]), StageRecorder()
+    resumed = trainer(max_epochs=50, callbacks=[recorder])
+    resumed.fit(fresh, loader(n=2 * BATCH), ckpt_path=checkpoint)
+    assert [r["stage"] for r in recorder.records] == [2, 2, 3, 3, 4, 4]
+    assert [_trained_part(r) for r in recorder.records] == ["M", "M", "I+MINE", "I+MINE", "M", "M"]
+    assert resumed.current_epoch == 5
+
+
+def test_stage_lengths_in_epochs_and_in_steps_are_exclusive():
+    with pytest.raises(MERError, match="not both") as error:
+        Xie2022(**TINY, stage_epochs=[1, 1, 1, 1], stage_steps=[1, 1, 1, 1])
+    assert "\n" not in str(error.value)
+    assert Xie2022(**TINY).stage_ends == [100, 400, 500, 800]  # neither: the authors' reading, in epochs
+    assert Xie2022(**TINY).stage_unit == "epochs" and Xie2022(**TINY, stage_steps=[1, 1, 1, 1]).stage_unit == "steps"
 
 
 # ---------------------------------------------------------------- identities on a real datamodule

@@ -1,4 +1,5 @@
-"""Xie et al. 2022 end to end through `mer loso`: LOSO and the paper's subject-independent k-fold.
+"""Xie et al. 2022 end to end through `mer loso`: LOSO and subject-independent k-fold (our reading of
+the paper's "five-fold cross-validation").
 
 configs/xie2022/synthetic.yaml as shipped, shrunk on the command line (fewer clips, shorter
 stages) so both runs fit the test budget; the runner, outputs and metrics are the ones of every run.
