@@ -87,8 +87,11 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
     ``use_drl=False`` is the "no DRL" ablation: the flow branch, the same temporal model and head,
     trained with L_cls only (the DRL weights are then unused).
 
-    ``probe_features``: with DRL 'identity_code' (mean over frames) and 'motion_code' (mean over
-    steps 1..T-1); without DRL 'flow_features' (the clip feature before the head).
+    ``probe_features`` (named so that a name is the same position in both models): 'clip_feature'
+    (what the head reads) and 'temporal_input' (the steps the transformer reads, mean over steps:
+    the gated fusion with DRL, the flow features without); with DRL also 'identity_code' (mean over
+    frames) and 'motion_code' (mean over steps 1..T-1), whose counterpart in the no-DRL model is its
+    'temporal_input' (the per-step motion representation before the temporal model).
 
     Args:
         num_classes, num_aus, num_identities: linked from the datamodule (AUs unused; identities =
@@ -160,9 +163,11 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
 
     def probe_features(self, batch: Batch) -> dict[str, Tensor]:
         out = self(batch)
+        shared = {"clip_feature": out["features"], "temporal_input": out["temporal_input"].mean(dim=1)}
         if not self.hparams.use_drl:
-            return {"flow_features": out["features"]}
-        return {"identity_code": out["identity_codes"].mean(dim=1), "motion_code": out["motion_codes"][:, 1:].mean(dim=1)}
+            return shared
+        return {**shared, "identity_code": out["identity_codes"].mean(dim=1),
+                "motion_code": out["motion_codes"][:, 1:].mean(dim=1)}
 
     # -- losses --------------------------------------------------------------------------------
     def active_terms(self) -> list[str]:
