@@ -46,10 +46,10 @@ def run(args: Namespace) -> None:
     spec = load_spec(Path(args.spec))
     output = Path(args.output) if args.output else Path("outputs") / "studies" / spec.name
     output.mkdir(parents=True, exist_ok=True)
-    measured, seconds = {}, {}
-    for row in spec.rows:
-        measured[row.name], seconds[row.name] = {}, {}
-        for seed in spec.seeds:
+    measured: dict = {row.name: {} for row in spec.rows}
+    seconds: dict = {row.name: {} for row in spec.rows}
+    for seed in spec.seeds:  # seed by seed: a study cut short holds whole replicates of every row
+        for row in spec.rows:
             run_dir = output / row.slug / f"seed_{seed}"
             if not args.table_only:
                 run_replicate(spec, row, seed, run_dir, output)

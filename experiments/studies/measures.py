@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ def measure(name: str, run_dir: Path) -> dict[str, float]:
     """The numbers of measure `name` on the finished run in `run_dir`."""
     plan = RunPlan.load(run_dir)
     if name == "scores":
-        metrics = pd.read_json(run_dir / "metrics.json", typ="series")
-        return {"uf1": float(metrics["uf1"]), "uar": float(metrics["uar"])}
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        return {"uf1": metrics["uf1"], "uar": metrics["uar"]}
     if name == "hard_scores":
         return hard_scores(plan, run_dir)
     if name in ("probe_training", "probe_held_out"):
