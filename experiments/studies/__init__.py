@@ -34,6 +34,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("spec", help="a study spec YAML, e.g. configs/studies/medn/study.yaml")
     parser.add_argument("--output", type=Optional[str], default=None,
                         help="the study's folder (default outputs/studies/<spec name>)")
+    parser.add_argument("--seeds", type=Optional[str], default=None,
+                        help="run only these of the spec's seeds, e.g. '52' or '52,53' (separate processes can run "
+                             "different seeds at once); the table holds every seed measured so far")
     parser.add_argument("--table-only", action="store_true",
                         help="run and measure nothing: write the table of what is already measured")
     return parser
@@ -48,10 +51,11 @@ def run(args: Namespace) -> None:
     output.mkdir(parents=True, exist_ok=True)
     measured: dict = {row.name: {} for row in spec.rows}
     seconds: dict = {row.name: {} for row in spec.rows}
+    selected = selected_seeds(spec, args.seeds)
     for seed in spec.seeds:  # seed by seed: a study cut short holds whole replicates of every row
         for row in spec.rows:
             run_dir = output / row.slug / f"seed_{seed}"
-            if not args.table_only:
+            if not args.table_only and seed in selected:
                 run_replicate(spec, row, seed, run_dir, output)
             record = read_record(run_dir)
             if record["measures"]:
@@ -64,6 +68,19 @@ def run(args: Namespace) -> None:
     atomic_write_text(output / "table.md", markdown(table))
     print(markdown(table))
     print(f"wrote {output / 'table.json'} and {output / 'table.md'}")
+
+
+def selected_seeds(spec: StudySpec, seeds: str | None) -> list[int]:
+    """The spec's seeds named by --seeds (all without it); a seed not in the spec is a one-line error."""
+    if seeds is None:
+        return spec.seeds
+    from ..runner.seeds import parse_seeds
+
+    chosen = parse_seeds(seeds)
+    unknown = sorted(set(chosen) - set(spec.seeds))
+    if unknown:
+        raise MERError(f"--seeds {seeds}: {unknown} not among the spec's seeds {spec.seeds}")
+    return chosen
 
 
 def loso_arguments(spec: StudySpec, row: Row, seed: int, run_dir: Path) -> list[str]:

@@ -8,8 +8,8 @@
 - ``medn_decoupling``: on each fold's held-out subjects, MEDN's mean |α| between f_m and f_e (eqs. 5-6),
   their mean squared cross-correlation (both averaged over folds), the AU head's macro AUC (pooled over
   folds) and a linear AU probe's macro AUC on f_m (fitted on the fold's training samples).
-- ``mine_judge``: Xie et al.'s I(f^e; f^d) by a fresh MINE fitted on each fold's training samples'
-  features and scored on its held-out subjects' (``judges.mine_judge``), averaged over folds.
+- ``mine_judge``: Xie et al.'s I(f^e; f^d) by a fresh MINE fitted on half of each subject's samples
+  (all subjects of the fold) and scored on the other half (``judges.mine_judge``), averaged over folds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..metrics import classification_metrics
 from ..probe.extract import BUILD_ONLY, FoldFeatures, fold_features
+from ..probe.linear import split_per_subject
 from ..probe.probe_run import probe_run
 from ..runner.job import fold_config
 from ..runner.plan import RunPlan, instantiate, with_trainer
@@ -88,8 +89,14 @@ def medn_decoupling(plan: RunPlan, run_dir: Path) -> dict[str, float]:
 
 
 def fold_mine_judge(plan: RunPlan, run_dir: Path, k: int) -> float:
-    train: FoldFeatures = fold_features(plan, run_dir, k, "cpu", "training")
-    test: FoldFeatures = fold_features(plan, run_dir, k, "cpu", "held_out")
-    if "f_d" not in train.features:
+    """The fresh MINE on fold k's model's (f^e, f^d) of all its samples (training and held-out subjects),
+    fitted on half of every subject's samples and scored on the other half (``split_per_subject``).
+    Fitting on the training subjects and scoring on the held-out ones does not work: the features
+    cluster by subject, so pairs of unseen subjects lie where the judge never looked (it scored
+    -6 nats on the first replicate)."""
+    parts: list[FoldFeatures] = [fold_features(plan, run_dir, k, "cpu", part) for part in ("training", "held_out")]
+    if "f_d" not in parts[0].features:
         raise ValueError(f"{run_dir}: the model has no IDNet features (f_d) for the MINE judge (use_idnet_mine: true)")
-    return mine_judge(train.features["f_e"], train.features["f_d"], test.features["f_e"], test.features["f_d"], seed=k)
+    f_e, f_d = (np.concatenate([p.features[name] for p in parts]) for name in ("f_e", "f_d"))
+    split = split_per_subject(np.concatenate([p.subjects for p in parts]), seed=[PROBE_SEED, k])
+    return mine_judge(f_e[split.fit], f_d[split.fit], f_e[split.heldout], f_d[split.heldout], seed=k)

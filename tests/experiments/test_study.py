@@ -88,3 +88,12 @@ def test_bad_specs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFix
     code, _, err = run_in_process(mer_main, ["study", str(spec), "--output", str(tmp_path / "out")], capsys)
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and message in lines[0] and str(spec) in lines[0]
+
+
+def test_seeds_outside_the_spec_are_a_one_line_error(tiny_config: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", tiny_config)
+    code, _, err = run_in_process(mer_main, ["study", str(spec), "--output", str(tmp_path / "out"), "--seeds", "3,9"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "[9] not among the spec's seeds [3, 4]" in lines[0]
+    assert not (tmp_path / "out" / "medn").exists()  # checked before anything ran
