@@ -45,7 +45,9 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         linear probe found the subject in 0.44 of the eval-mode motion codes but 0.18 of the
         training-mode ones (folds 0-3, seed 0; the no-DRL flow features: 0.42 and 0.33), and the
         motion code leaked more identity than the no-DRL baseline (0.477 vs 0.391, seeds 0-2);
-        with per-image normalisation it leaks less (0.318; README).
+        with per-image normalisation it leaked less on those training subjects (0.318). Measured
+        like-for-like on fresh data it leaks less than the baseline's flow features on training
+        subjects but more on held-out subjects (docs/models/lfd_tcmen.md).
       - Decoder: (identity code of the onset, motion code of frame t) -> frame t (FrameDecoder).
       - L_orth: mean squared Pearson correlation between every identity-code dimension and every
         motion-code dimension over the batch's frames (batch-centred difference loss of Bousmalis
