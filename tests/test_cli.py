@@ -18,7 +18,8 @@ from experiments.lightning_cli import make_cli
 from tests.conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "sweeps")  # sweeps/: W&B sweep specs
+# sweeps/: W&B sweep specs; studies/: study specs and overlays (tests/experiments/test_study.py parses them)
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.relative_to(ROOT / "configs").parts[0] not in ("sweeps", "studies"))
 BIN = Path(sys.executable).parent
 
 

@@ -97,3 +97,30 @@ def test_seeds_outside_the_spec_are_a_one_line_error(tiny_config: Path, tmp_path
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "[9] not among the spec's seeds [3, 4]" in lines[0]
     assert not (tmp_path / "out" / "medn").exists()  # checked before anything ran
+
+
+SPECS = sorted((Path(__file__).resolve().parents[2] / "configs" / "studies").glob("*/study.yaml"))
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=lambda p: p.parent.name)
+def test_every_shipped_study_row_parses_with_its_overrides(spec_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each row's configs + args resolve to one LightningCLI config whose overrides took effect (the
+    ablation rows are reachable from config), with the study's data settings."""
+    from experiments.lightning_cli import make_cli
+    from experiments.studies.spec import load_spec
+
+    monkeypatch.chdir(spec_path.parents[3])  # the specs name configs relative to the repository root
+    spec = load_spec(spec_path)
+    assert len(spec.seeds) >= 3 and spec.fresh_data
+    for row in spec.rows:
+        configs = [arg for config in row.configs for arg in ("--config", config)]
+        with pytest.raises(SystemExit) as exit_info:
+            make_cli(["fit", *configs, *row.args, "--print_config"])
+        assert exit_info.value.code in (0, None)
+        printed = yaml.safe_load(capsys.readouterr().out)
+        overlay = yaml.safe_load(Path(row.configs[-1]).read_text())
+        for key, value in overlay["data"]["init_args"].items():
+            assert printed["data"]["init_args"][key] == value, key
+        for name, value in zip(row.args[::2], row.args[1::2]):
+            assert printed["model"]["init_args"][name.rsplit(".", 1)[-1]] == yaml.safe_load(value), name
