@@ -129,7 +129,8 @@ def test_mer_help_lists_every_subcommand_without_importing_torch():
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "imported: []"
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ") and line[4] != " "]
-    assert listed == ["fit", "validate", "test", "predict", "loso", "probe", "sweep", "report", "audit", "dataset-info", "prepare"]
+    assert listed == ["fit", "validate", "test", "predict", "loso", "probe", "sweep", "study", "report", "audit", "dataset-info",
+                      "prepare"]
 
 
 def test_unknown_subcommand_lists_all_of_them(capsys):

@@ -1,6 +1,7 @@
 """``mer study SPEC``: one paper's mechanism on synthetic data where the truth is known, end to end.
 
-For every row of the spec (``spec.py``) and every replicate seed s: ``mer loso`` of the row's configs
+For every replicate seed s (seed by seed; ``--seeds`` picks some) and every row of the spec
+(``spec.py``): ``mer loso`` of the row's configs
 with ``seed_everything: s`` (and, with ``fresh_data``, ``generator_seed: s``: a synthetic set of its
 own) into ``OUTPUT/<row>/seed_<s>`` (resumable: the runner skips finished folds), then the spec's
 measures (``measures.py``) of that run, kept in its ``study_measures.json`` (a measure already there

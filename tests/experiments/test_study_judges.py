@@ -82,3 +82,28 @@ def test_fresh_mine_at_the_studies_sample_size_orders_dependence() -> None:
 
     independent, strong = judged(0.0), judged(0.9)
     assert abs(independent) < 0.3 and strong > 1.0 and strong > independent + 1.0
+
+
+def test_the_mine_judge_measure_pools_a_folds_subjects_and_splits_each_in_half(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fold_mine_judge: the fold's training and held-out samples together, each subject's samples half
+    fitted, half scored (so every subject is in both halves); planted dependence is found."""
+    from experiments.probe.extract import FoldFeatures
+    from experiments.studies import measures
+
+    rng = np.random.default_rng(0)
+    seen: dict[str, np.ndarray] = {}
+
+    def fake_features(plan, run_dir, k, device, part):
+        subjects = np.repeat(["a", "b", "c"], 40) if part == "training" else np.repeat(["d", "e"], 20)
+        latent, noise = rng.normal(size=(len(subjects), 2)), rng.normal(size=(len(subjects), 2))
+        return FoldFeatures({"f_e": latent, "f_d": 0.95 * latent + math.sqrt(1 - 0.95**2) * noise}, subjects, {},
+                            np.arange(len(subjects)))
+
+    def spy(x_fit, z_fit, x_eval, z_eval, seed):
+        seen["n"] = np.array([len(x_fit), len(x_eval)])
+        return mine_judge(x_fit, z_fit, x_eval, z_eval, seed=seed)
+
+    monkeypatch.setattr(measures, "fold_features", fake_features)
+    monkeypatch.setattr(measures, "mine_judge", spy)
+    assert measures.fold_mine_judge(None, None, 0) > 1.0  # I = -log(1 - 0.95^2) = 2.3 nats
+    assert seen["n"].tolist() == [80, 80]  # 3 x 40 training + 2 x 20 held-out samples, half of each subject's
