@@ -42,6 +42,8 @@ SUBCOMMANDS = {
                         "nothing was written", "experiments.probe"),
     "sweep": Subcommand("a hyper-parameter study (Optuna: grid or TPE) of whole LOSO runs, local or on SLURM",
                         "finished trials are kept in the study journal; rerun the same command to resume", "experiments.sweep"),
+    "study": Subcommand("a study spec (configs/studies/): rows x replicate seeds of mer loso, their measures, a mean ± std table",
+                        "finished folds and measures are kept; rerun the same command to resume", "experiments.studies"),
     "report": Subcommand("one results table (md/csv/latex) and confusion matrices across run directories",
                          "nothing was written", "experiments.report"),
     "audit": Subcommand("honesty checks of a run dir or a foreign predictions CSV (pooled vs averaged scores)",

@@ -18,7 +18,8 @@ from ..datasets import PreparedClipDataset
 from ..loso import LOSODataModule
 from ..preprocessing import FLOW_BACKENDS, FlowBackend, TVL1Settings, prepare_clip
 from .generator import (
-    AU_VOCABULARY, EMOTIONS_3, EMOTIONS_7, TO_3_CLASS, ClipSpec, SyntheticConfig, au_multi_hot, generate_specs, render_clip,
+    AU_VOCABULARY, CLASS_SKEW, EMOTIONS_3, EMOTIONS_7, TO_3_CLASS, ClipSpec, SyntheticConfig, au_multi_hot, generate_specs,
+    render_clip,
 )
 
 PROTOCOLS: dict[str, tuple[str, ...]] = {"3class": EMOTIONS_3, "7class": EMOTIONS_7}
@@ -61,6 +62,10 @@ class SyntheticDataModule(LOSODataModule):
         clips_per_subject: mean clips per subject (per-subject class priors are skewed).
         difficulty: 0 easy .. 1 hard (noise, jitter, illumination, AU amplitude, hard-sample share).
         generator_seed: seed of the whole synthetic dataset.
+        hard_fraction: share of clips drawn from the AU sets that two 3-class emotions share (happiness
+            and contempt: AU12; surprise and fear: AU1+2(+25)); None = 0.1 + 0.4 * difficulty.
+        class_skew: concentration of each subject's Dirichlet class prior; small values make most of a
+            subject's clips one class (an identity confound: the face predicts the label in training).
         protocol: '3class' (negative/positive/surprise, composite mapping) or '7class' emotions.
         num_frames: T frames sampled over onset→offset (flow sequence has T-1 steps).
         image_size: side of the square face crops.
@@ -78,6 +83,8 @@ class SyntheticDataModule(LOSODataModule):
         clips_per_subject: int = 11,
         difficulty: float = 0.15,
         generator_seed: int = 0,
+        hard_fraction: float | None = None,
+        class_skew: float = CLASS_SKEW,
         protocol: Literal["3class", "7class"] = "3class",
         num_frames: int = 8,
         image_size: int = 144,
@@ -100,10 +107,14 @@ class SyntheticDataModule(LOSODataModule):
             raise MERError(f"unknown protocol '{protocol}'; choose one of {sorted(PROTOCOLS)}")
         if flow not in FLOW_BACKENDS:
             raise MERError(f"unknown flow backend '{flow}'; choose one of {list(FLOW_BACKENDS)}")
+        if hard_fraction is not None and not 0 <= hard_fraction <= 1:
+            raise MERError(f"hard_fraction is a share of the clips and must be in [0, 1], got {hard_fraction}")
+        if class_skew <= 0:
+            raise MERError(f"class_skew is a Dirichlet concentration and must be > 0, got {class_skew}")
         self.protocol = protocol
         self.generator = SyntheticConfig(
             n_subjects=n_subjects, clips_per_subject=clips_per_subject, image_size=image_size,
-            difficulty=difficulty, seed=generator_seed,
+            difficulty=difficulty, hard_fraction=hard_fraction, class_skew=class_skew, seed=generator_seed,
         )
         self.num_frames = num_frames
         self.cache_dir = cache_dir or default_cache_dir()
@@ -125,7 +136,8 @@ class SyntheticDataModule(LOSODataModule):
         return {
             "source": "synthetic",
             "format": CACHE_FORMAT,
-            "generator": asdict(self.generator),
+            # class_skew only when set: caches prepared before the option existed keep their key
+            "generator": {k: v for k, v in asdict(self.generator).items() if k != "class_skew" or v != CLASS_SKEW},
             "num_frames": self.num_frames,
             "tvl1": asdict(self.tvl1),
             # absent for OpenCV: caches prepared before the option existed keep their key

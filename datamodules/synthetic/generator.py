@@ -19,7 +19,7 @@ __all__ = ["AU_VOCABULARY", "EMOTIONS_3", "EMOTIONS_7", "TO_3_CLASS", "Clip", "C
            "au_multi_hot", "generate_specs", "render_clip"]
 
 BASE_AMPLITUDE = 1.3  # peak AU displacement (px at REF_SIZE) of an average clip at difficulty 0.5
-CLASS_SKEW = 2.5  # Dirichlet concentration of per-subject 3-class priors (lower = more skewed subjects)
+CLASS_SKEW = 2.5  # default Dirichlet concentration of per-subject 3-class priors (lower = more skewed subjects)
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class SyntheticConfig:
     image_size: int = 144
     difficulty: float = 0.5  # 0 easy .. 1 hard
     hard_fraction: float | None = None  # None -> 0.1 + 0.4 * difficulty
+    class_skew: float = CLASS_SKEW  # per-subject class priors ~ Dirichlet(class_skew * GROUP_PRIOR); small = identity confound
     fps: int = 200  # nominal
     seed: int = 0
 
@@ -80,7 +81,7 @@ def _class_counts(config: SyntheticConfig, rng: np.random.Generator) -> np.ndarr
     m = config.clips_per_subject
     totals = rng.integers(max(3, round(0.7 * m)), max(3, round(1.3 * m)) + 1, config.n_subjects)
     base = np.array([GROUP_PRIOR[g] for g in EMOTIONS_3])
-    expected = (rng.dirichlet(CLASS_SKEW * base, config.n_subjects) + 1e-3) * totals[:, None]
+    expected = (rng.dirichlet(config.class_skew * base, config.n_subjects) + 1e-3) * totals[:, None]
     for _ in range(50):  # iterative proportional fitting: rows sum to totals, pooled distribution ~ prior
         expected *= base * totals.sum() / expected.sum(0)
         expected *= (totals / expected.sum(1))[:, None]

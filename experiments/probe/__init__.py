@@ -2,11 +2,13 @@
 
 For every finished fold of a ``mer loso`` run: rebuild its model from the run's config, load its
 last checkpoint, take the features the model declares (``probe_features``) on the fold's training
-subjects' samples (train + inner val; never its held-out subjects), split each subject's samples
+subjects' samples (train + inner val; never its held-out subjects; with ``--subjects held_out``
+its held-out subjects' samples instead, which needs folds of >= 2 test subjects), split each subject's samples
 half/half (seeded), fit a linear probe (logistic regression on standardised features) that
 predicts the subject on one half and score it on the other (balanced accuracy, chance level).
 Folds are pooled by their held-out predictions (see ``output.POOLING``). Writes probe.json and
-probe.png into the run dir (or --output); with --folds, probe_folds-<folds>.json/.png.
+probe.png into the run dir (or --output); with --folds, probe_folds-<folds>.json/.png; the held-out
+subjects' probe writes probe_held_out*.json/.png.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def build_parser() -> ArgumentParser:
                         help="only these folds, e.g. '0-3,7' (default every finished fold)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where features are computed")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-subject fit/held-out split")
+    parser.add_argument("--subjects", default="training", choices=["training", "held_out"],
+                        help="whose samples are probed: each fold's training subjects (default) or its held-out "
+                             "subjects (folds must hold out >= 2 subjects, e.g. subject k-fold)")
     return parser
 
 
@@ -53,19 +58,21 @@ def run(args: Namespace) -> None:
     run_dir = Path(args.run_dir)
     plan = load_plan(run_dir)
     check_device(args.device)
-    result = probe_run(plan, run_dir, args.folds, args.device, args.seed)
+    result = probe_run(plan, run_dir, args.folds, args.device, args.seed, args.subjects)
     output = Path(args.output) if args.output else run_dir
     output.mkdir(parents=True, exist_ok=True)
-    stem = output / output_stem(args.folds, plan)
+    stem = output / output_stem(args.folds, plan, args.subjects)
     write_json(stem.with_suffix(".json"), result)
     plot_probe(result, stem.with_suffix(".png"))
     print(probe_table(result))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
 
 
-def output_stem(folds: str | None, plan: RunPlan) -> str:
-    """'probe' for every finished fold; 'probe_folds-1-3' for --folds 1-3 (a subset never replaces the whole)."""
-    return "probe" if folds is None else f"probe_folds-{format_folds(parse_folds(folds, plan.n_folds))}"
+def output_stem(folds: str | None, plan: RunPlan, subjects: str = "training") -> str:
+    """'probe' for every finished fold; 'probe_folds-1-3' for --folds 1-3 (a subset never replaces the
+    whole); 'probe_held_out...' for the held-out subjects' probe."""
+    stem = "probe" if subjects == "training" else "probe_held_out"
+    return stem if folds is None else f"{stem}_folds-{format_folds(parse_folds(folds, plan.n_folds))}"
 
 
 def load_plan(run_dir: Path) -> RunPlan:

@@ -1,4 +1,5 @@
-"""A finished fold's features on its training subjects' samples, from its last checkpoint."""
+"""A finished fold's features on its training subjects' samples (or its held-out subjects'), from
+the weights that predicted it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -22,17 +24,32 @@ BUILD_ONLY = {**PROBE_TRAINER, "enable_checkpointing": False, "accelerator": "cp
               "strategy": "auto", "precision": "32-true"}
 
 
+Part = Literal["training", "held_out"]
+Reader = Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
 @dataclass(frozen=True)
 class FoldFeatures:
-    """Features by name (N, D) of the fold's training samples and each sample's subject (N,)."""
+    """Features by name (N, D) of the fold's samples, each sample's subject (N,), the batch entries
+    asked for by name (N, ...) and the samples' rows of the datamodule's table (N,)."""
 
     features: dict[str, np.ndarray]
     subjects: np.ndarray
+    inputs: dict[str, np.ndarray]
+    rows: np.ndarray
 
 
-def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str) -> FoldFeatures:
+def probe_features(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return model.probe_features(batch)
+
+
+def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str, part: Part = "training",
+                  keep: tuple[str, ...] = (), read: Reader = probe_features) -> FoldFeatures:
     """Rebuild fold k's model and datamodule from the run's config, load the weights that predicted it
-    (:func:`weights_file`) and return ``model.probe_features`` (eval mode) on its train and inner-val samples; never its test subjects."""
+    (:func:`weights_file`) and return ``read(model, batch)`` (default ``model.probe_features``; eval
+    mode) on the samples of `part`: 'training' = its train and inner-val samples (never its test
+    subjects), 'held_out' = its test subjects' samples. `keep`: batch entries returned beside the
+    features (e.g. 'au')."""
     cli = instantiate(plan.fold_config(k).with_trainer(**BUILD_ONLY))
     model, datamodule = cli.model, cli.datamodule
     if datamodule.test_subjects != plan.test_subjects[k]:
@@ -42,13 +59,16 @@ def fold_features(plan: RunPlan, run_dir: Path, k: int, device: str) -> FoldFeat
     load_weights(model, *weights_file(run_dir, k))
     datamodule.prepare_data()
     datamodule.setup("predict")
-    training = ConcatDataset([datamodule.datasets["train"], datamodule.datasets["val"]])
-    features = extract(model, DataLoader(training, batch_size=datamodule.batch_size, shuffle=False,
-                                         num_workers=datamodule.num_workers), device, plan.fold_name(k))
-    subjects = datamodule.row_subjects[features.pop("index").astype(np.int64)]
-    if set(subjects) & set(plan.test_subjects[k]):
-        raise RuntimeError(f"{plan.fold_name(k)}: a held-out subject reached the probe")
-    return FoldFeatures(features, subjects)
+    names = ["train", "val"] if part == "training" else ["test"]
+    samples = ConcatDataset([datamodule.datasets[name] for name in names])
+    features = extract(model, DataLoader(samples, batch_size=datamodule.batch_size, shuffle=False,
+                                         num_workers=datamodule.num_workers), device, plan.fold_name(k), keep, read)
+    rows = features.pop("index").astype(np.int64)
+    inputs = {key: features.pop(f"input:{key}") for key in keep}
+    subjects = datamodule.row_subjects[rows]
+    if (part == "training") == bool(set(subjects) & set(plan.test_subjects[k])):
+        raise RuntimeError(f"{plan.fold_name(k)}: the {part} samples hold the wrong subjects")
+    return FoldFeatures(features, subjects, inputs, rows)
 
 
 def weights_file(run_dir: Path, k: int) -> tuple[Path, int | None]:
@@ -106,14 +126,16 @@ def check_against_fold_plan(run_dir: Path, datamodule) -> None:
 
 
 @torch.inference_mode()
-def extract(model, loader: DataLoader, device: str, fold_name: str) -> dict[str, np.ndarray]:
-    """``model.probe_features`` of every batch, concatenated, plus 'index' (the table rows)."""
+def extract(model, loader: DataLoader, device: str, fold_name: str, keep: tuple[str, ...] = (),
+            read: Reader = probe_features) -> dict[str, np.ndarray]:
+    """``read(model, batch)`` (``model.probe_features``) of every batch, concatenated, plus 'index'
+    (the table rows) and 'input:KEY' for each batch entry named in `keep`."""
     model.to(device).eval()
     parts: dict[str, list[np.ndarray]] = {"index": []}
     for batch in loader:
         batch = {key: value.to(device) for key, value in batch.items()}
         model.require_inputs(batch)
-        features = model.probe_features(batch)
+        features = read(model, batch)
         if not features:
             raise MERError(f"{type(model).__name__}.probe_features returned no features")
         for name, value in features.items():
@@ -124,8 +146,12 @@ def extract(model, loader: DataLoader, device: str, fold_name: str) -> dict[str,
                 raise MERError(f"{fold_name}: feature '{name}' has NaN/inf values (did training diverge?)")
             parts.setdefault(name, []).append(value.float().cpu().numpy())
         parts["index"].append(batch["index"].cpu().numpy())
+        for key in keep:
+            if key not in batch:
+                raise MERError(f"{fold_name}: the batches carry no '{key}' (asked for beside the features)")
+            parts.setdefault(f"input:{key}", []).append(batch[key].float().cpu().numpy())
     if len(parts) == 1:
-        raise MERError(f"{fold_name}: it has no training samples to probe")
+        raise MERError(f"{fold_name}: it has no samples to probe")
     if any(len(values) != len(parts["index"]) for values in parts.values()):
         raise MERError(f"{type(model).__name__}.probe_features must return the same feature names for every batch")
     return {name: np.concatenate(values) for name, values in parts.items()}

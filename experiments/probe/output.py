@@ -14,7 +14,9 @@ POOLING = ("pooled: the balanced accuracy of every probed fold's held-out (true,
 
 def probe_table(result: dict[str, Any]) -> str:
     """One line per feature: dimension, pooled balanced accuracy, chance ± its sd, ratio."""
-    lines = [f"identity probe of {result['model']}: subject from features, linear, {len(result['folds'])} fold(s) pooled",
+    whose = "held-out" if result.get("subjects") == "held_out" else "training"
+    lines = [f"identity probe of {result['model']}: subject from features, linear, {whose} subjects, "
+             f"{len(result['folds'])} fold(s) pooled",
              f"{'feature':<16}{'dim':>6}{'bal.acc':>10}{'chance ± sd':>16}{'ratio':>8}"]
     for name, feature in result["features"].items():
         pooled = feature["pooled"]

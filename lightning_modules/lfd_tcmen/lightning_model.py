@@ -45,7 +45,9 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         linear probe found the subject in 0.44 of the eval-mode motion codes but 0.18 of the
         training-mode ones (folds 0-3, seed 0; the no-DRL flow features: 0.42 and 0.33), and the
         motion code leaked more identity than the no-DRL baseline (0.477 vs 0.391, seeds 0-2);
-        with per-image normalisation it leaks less (0.318; docs/models/lfd_tcmen.md).
+        with per-image normalisation it leaked less on those training subjects (0.318). Measured
+        like-for-like on fresh data it leaks less than the baseline's flow features on training
+        subjects but more on held-out subjects (docs/models/lfd_tcmen.md).
       - Decoder: (identity code of the onset, motion code of frame t) -> frame t (FrameDecoder).
       - L_orth: mean squared Pearson correlation between every identity-code dimension and every
         motion-code dimension over the batch's frames (batch-centred difference loss of Bousmalis
@@ -87,8 +89,11 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
     ``use_drl=False`` is the "no DRL" ablation: the flow branch, the same temporal model and head,
     trained with L_cls only (the DRL weights are then unused).
 
-    ``probe_features``: with DRL 'identity_code' (mean over frames) and 'motion_code' (mean over
-    steps 1..T-1); without DRL 'flow_features' (the clip feature before the head).
+    ``probe_features`` (named so that a name is the same position in both models): 'clip_feature'
+    (what the head reads) and 'temporal_input' (the steps the transformer reads, mean over steps:
+    the gated fusion with DRL, the flow features without); with DRL also 'identity_code' (mean over
+    frames) and 'motion_code' (mean over steps 1..T-1), whose counterpart in the no-DRL model is its
+    'temporal_input' (the per-step motion representation before the temporal model).
 
     The architecture options (use_drl, frame_channels, flow_channels, num_frames, motion_input,
     motion_norm, drl_size, code_dim, encoder_blocks, base_width, decoder_width, fusion_dim,
@@ -170,9 +175,11 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
 
     def probe_features(self, batch: Batch) -> dict[str, Tensor]:
         out = self(batch)
+        shared = {"clip_feature": out["features"], "temporal_input": out["temporal_input"].mean(dim=1)}
         if not self.hparams.use_drl:
-            return {"flow_features": out["features"]}
-        return {"identity_code": out["identity_codes"].mean(dim=1), "motion_code": out["motion_codes"][:, 1:].mean(dim=1)}
+            return shared
+        return {**shared, "identity_code": out["identity_codes"].mean(dim=1),
+                "motion_code": out["motion_codes"][:, 1:].mean(dim=1)}
 
     # -- losses --------------------------------------------------------------------------------
     def active_terms(self) -> list[str]:

@@ -196,8 +196,9 @@ class LFDTCMENModel(nn.Module):
 
     # -- TCME ----------------------------------------------------------------------------------
     def forward(self, flow: Tensor, frames: Tensor | None = None) -> dict[str, Tensor]:
-        """'logits', 'features' (B, fusion_dim, before the head) and, with DRL, the codes of
-        :meth:`disentangle` and the fusion 'gate' (B, T-1, fusion_dim)."""
+        """'logits', 'features' (B, fusion_dim, before the head), 'temporal_input' (B, T-1, fusion_dim:
+        the steps the temporal model reads, the flow features alone without DRL) and, with DRL, the
+        codes of :meth:`disentangle` and the fusion 'gate' (B, T-1, fusion_dim)."""
         b, steps = flow.shape[:2]
         if steps != self.step_position.shape[1]:
             raise ValueError(f"the model was built for {self.step_position.shape[1]} flow steps, got {steps}; "
@@ -212,4 +213,4 @@ class LFDTCMENModel(nn.Module):
         else:
             steps_in = flow_features
         features = self.norm(self.temporal(steps_in + self.step_position)).mean(dim=1)
-        return {**out, "features": features, "logits": self.head(features)}
+        return {**out, "temporal_input": steps_in, "features": features, "logits": self.head(features)}

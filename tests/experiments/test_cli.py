@@ -19,7 +19,8 @@ from experiments.lightning_cli import make_cli
 from tests.conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "sweeps")  # sweeps/: W&B sweep specs
+# sweeps/: W&B sweep specs; studies/: study specs and overlays (tests/experiments/test_study.py parses them)
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.relative_to(ROOT / "configs").parts[0] not in ("sweeps", "studies"))
 BIN = Path(sys.executable).parent
 
 
@@ -130,7 +131,8 @@ def test_mer_help_lists_every_subcommand_without_importing_torch():
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "imported: []"
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ") and line[4] != " "]
-    assert listed == ["fit", "validate", "test", "predict", "loso", "probe", "sweep", "report", "audit", "dataset-info", "prepare"]
+    assert listed == ["fit", "validate", "test", "predict", "loso", "probe", "sweep", "study", "report", "audit", "dataset-info",
+                      "prepare"]
 
 
 def test_unknown_subcommand_lists_all_of_them(capsys):

@@ -217,6 +217,9 @@ def test_mer_probe_errors(tiny_run: Path, tmp_path: Path, capsys: pytest.Capture
     assert "no finished fold" in one_line_error(*run_in_process(mer_main, ["probe", str(unfinished)], capsys)[::2])
     line = one_line_error(*run_in_process(mer_main, ["probe", str(tiny_run), "--folds", "3"], capsys)[::2])
     assert "no finished fold among --folds 3" in line
+    line = one_line_error(*run_in_process(mer_main, ["probe", str(tiny_run), "--subjects", "held_out",
+                                                     "--output", str(tmp_path / "h")], capsys)[::2])
+    assert "held-out (test) subjects" in line and "k_folds" in line  # LOSO holds out one subject: nothing to tell apart
     if not torch.cuda.is_available():
         line = one_line_error(*run_in_process(mer_main, ["probe", str(tiny_run), "--device", "cuda"], capsys)[::2])
         assert "no CUDA device" in line

@@ -111,9 +111,14 @@ def test_reconstruction_and_swap_shapes_with_the_real_networks():
     assert rebuilt.shape == out["clip"].shape and 0 <= rebuilt.min() and rebuilt.max() <= 1
     cycle = module.swap(data["identity"], out)
     assert cycle["swapped"].shape == (B, 3, 16, 16) and cycle["re_motion"].shape == (B, D)
-    probe = module.probe_features(data)
+    module.eval()  # no dropout: the probe's forward pass and this one must agree
+    out, probe = module(data), module.probe_features(data)
     torch.testing.assert_close(probe["identity_code"], out["identity_codes"].mean(dim=1))
     torch.testing.assert_close(probe["motion_code"], out["motion_codes"][:, 1:].mean(dim=1))
+    torch.testing.assert_close(probe["clip_feature"], out["features"])
+    gate, flow_steps = out["gate"], module.model.flow_encoder(data["flow"].flatten(0, 1)).view(B, T - 1, -1)
+    fused = gate * module.model.fusion.motion_proj(out["motion_codes"][:, 1:]) + (1 - gate) * flow_steps
+    torch.testing.assert_close(probe["temporal_input"], fused.mean(dim=1))
 
 
 @pytest.mark.parametrize("motion_input", ["difference", "pair"])
@@ -303,7 +308,11 @@ def test_the_no_drl_baseline_is_the_flow_branch_alone():
     module.total_loss(terms).backward()
     assert all(p.grad is not None for p in module.parameters())
     module.eval()
-    torch.testing.assert_close(module.probe_features(data)["flow_features"], module(data)["features"])
+    probe = module.probe_features(data)
+    assert set(probe) == {"clip_feature", "temporal_input"}
+    torch.testing.assert_close(probe["clip_feature"], module(data)["features"])
+    flow_steps = module.model.flow_encoder(data["flow"].flatten(0, 1)).view(len(data["flow"]), T - 1, -1)
+    torch.testing.assert_close(probe["temporal_input"], flow_steps.mean(dim=1))
 
 
 @pytest.mark.slow
