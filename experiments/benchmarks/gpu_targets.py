@@ -22,7 +22,6 @@ The table is printed and written (``--output``: gpu_targets.md and gpu_targets.j
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import tempfile
@@ -34,7 +33,7 @@ import torch
 
 from .common import device_name, run_benchmark
 from .flow_speed import DEFAULT_VIDEOS, floor_seconds as flow_floor, machine_rates, read_pairs, run_torch
-from .loso_speed import floor_seconds as loso_floor, timed_run, with_trainer, workload_config
+from .loso_speed import floor_seconds as loso_floor, timed_run, workload_config
 
 SMOKE = {"ststnet_published": ("ststnet_cde", 2, "0-3"), "medn_cde": ("medn_cde", 1, "0-1")}
 LOSO_TARGETS = {"ststnet_published": ("ststnet_cde", 30.0), "medn_cde": ("medn_cde", 120.0)}
@@ -60,11 +59,11 @@ def loso_row(name: str, smoke: bool, device: str, root: Path) -> Row:
     config, folds = workload_config(config_name, published=True, epochs=None, device=device)
     if smoke:
         _, epochs, folds = SMOKE[name]
-        config = with_trainer(config, max_epochs=epochs)
-    seconds, uf1 = timed_run(copy.deepcopy(config), folds, root / name, "auto")
+        config = config.with_trainer(max_epochs=epochs)
+    seconds, uf1 = timed_run(config, folds, root / name, "auto")
     n_folds = len(list((root / name / "folds").glob("fold_*.csv")))
     _, _, floor = loso_floor(config, n_folds, device)
-    return Row(name, f"{n_folds} folds x {config['trainer']['max_epochs']} epochs, fold-batched", seconds, "s",
+    return Row(name, f"{n_folds} folds x {config.max_epochs} epochs, fold-batched", seconds, "s",
                f"<= {target:g} s", seconds <= target, floor, seconds / floor, uf1)
 
 
