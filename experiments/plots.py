@@ -32,8 +32,8 @@ def draw_confusion(ax: Any, matrix: Sequence[Sequence[int]], class_names: Sequen
     for i in range(len(class_names)):
         for j in range(len(class_names)):
             text = f"{rates[i, j]:.2f}\n({counts[i, j]})" if with_counts else f"{rates[i, j]:.2f}"
-            ax.text(j, i, text, ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black",
-                    fontsize=fontsize)
+            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                    color=readable_text_colour(image.cmap(image.norm(rates[i, j]))))
     return image
 
 
@@ -50,12 +50,32 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     save_figure(fig, path)
 
 
-def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
-    """Write a matplotlib figure as PNG atomically (a reader never sees half a file) and close it."""
+def save_figure(fig: Any, path: Path, dpi: int = 120, formats: Sequence[str] = ()) -> list[Path]:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a file), and beside it in each
+    of `formats` (e.g. ``("pdf", "svg")`` for a paper: same name, other suffix); close it. The paths written."""
     import matplotlib.pyplot as plt
 
+    paths = [path, *(path.with_suffix(f".{suffix}") for suffix in formats)]
     try:
-        with replaced_atomically(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=dpi)
+        for target in paths:
+            with replaced_atomically(target, suffix=target.suffix) as tmp:
+                fig.savefig(tmp, dpi=dpi, format=target.suffix[1:])
     finally:
         plt.close(fig)
+    return paths
+
+
+def readable_text_colour(rgba: Sequence[float]) -> str:
+    """Black on a light cell, white on a dark one (relative luminance of the cell's colour, sRGB weights)."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
+
+
+def column_decimals(values: Sequence[Any]) -> int | None:
+    """Decimals that show every number of a parameter column alike (0.0, 0.5, 1.0): those of its most
+    precise value (at most 6, at least 1); None for a column of integers or text."""
+    numbers = [v for v in values if isinstance(v, float | int) and not isinstance(v, bool)]
+    if not numbers or len(numbers) != len([v for v in values if v is not None]) or \
+            not any(isinstance(v, float) for v in numbers):
+        return None
+    return max(1, *(len(f"{v:.6f}".rstrip("0").split(".")[1]) for v in numbers))

@@ -24,7 +24,7 @@ from jsonargparse import ArgumentParser, Namespace
 from datamodules.errors import MERError
 
 from .atomic_files import atomic_write_text
-from .plots import draw_confusion, pyplot, save_figure
+from .plots import column_decimals, draw_confusion, pyplot, save_figure
 
 # Keys that are only a seed: runs differing in them alone are repetitions (our choice: the split seed
 # too, it only draws the validation subjects / k-fold partition). Keys that cannot change a result
@@ -65,8 +65,10 @@ class Run:
 
     @property
     def label(self) -> str:
-        """The run's name: its directory, or the folder above a seed_N/ directory."""
-        return self.path.parent.name if self.path.name.startswith("seed_") else self.path.name
+        """The run's name: its directory, or the folder above a seed_N/ directory; a sweep trial
+        (``STUDY/trials/<parameters>/``) by its study's folder, since the parameters have their own columns."""
+        path = self.path.parent if self.path.name.startswith("seed_") else self.path
+        return path.parent.parent.name if path.parent.name == "trials" else path.name
 
 
 @dataclass
@@ -189,8 +191,8 @@ def build_table(runs: list[Run], by: str | None) -> Table:
         group.params = {key: group.runs[0].config.get(key) for key in differing}
         repeated = [run_.path for run_ in _repeated_seeds(group.runs, seeds)]
         if repeated:
-            print(f"warning: {', '.join(map(str, repeated))} repeat another run's config and seeds; the mean ± std "
-                  "of their group counts the same seed twice", file=sys.stderr)
+            raise MERError(f"{', '.join(map(str, repeated))} repeat another run's config and seeds: the mean ± std of "
+                           "their row would count one seed twice; give each run once (or runs of other seeds)")
     ordered = sorted(groups.values(), key=lambda g: ([sort_key(g.params[key]) for key in differing], g.label))
     return Table(ordered, names, ["all", *breakdown_scopes(runs)])
 
@@ -248,15 +250,27 @@ def sort_key(value: Any) -> tuple[int, Any]:
     return (0, value)
 
 
-def display(value: Any, column: str) -> str:
-    """A config value as a cell: class paths by class name, numbers short."""
+def display(value: Any, column: str, decimals: int | None = None) -> str:
+    """A config value as a cell: class paths by class name, numbers with the column's `decimals`."""
     if value is None:
         return "—"
     if column.endswith("class_path") and isinstance(value, str):
         return value.rsplit(".", 1)[-1]
+    if isinstance(value, float | int) and not isinstance(value, bool) and decimals is not None:
+        return f"{value:.{decimals}f}"
     if isinstance(value, float):
         return f"{value:g}"
     return json.dumps(value) if isinstance(value, list | dict | bool) else str(value)
+
+
+def param_cells(table: Table) -> dict[str, list[str]]:
+    """Each parameter column's cells, one per group, formatted alike."""
+    cells = {}
+    for key in table.columns:
+        values = [group.params[key] for group in table.groups]
+        decimals = column_decimals(values)
+        cells[key] = [display(value, key, decimals) for value in values]
+    return cells
 
 
 def metric_headers(table: Table) -> list[tuple[str, str, str]]:
@@ -273,9 +287,10 @@ def format_table(table: Table, fmt: str, digits: int) -> str:
         return csv_table(table)
     plus_minus = " ± " if fmt == "md" else r" $\pm$ "
     header = ["run", *table.columns.values(), "n", *(h for _, _, h in metric_headers(table))]
+    params = param_cells(table)
     rows = []
-    for group in table.groups:
-        cells = [group.label, *(display(group.params[key], key) for key in table.columns), str(len(group.runs))]
+    for index, group in enumerate(table.groups):
+        cells = [group.label, *(params[key][index] for key in table.columns), str(len(group.runs))]
         for scope, key, _ in metric_headers(table):
             mean, std = mean_std(group.values(scope, key))
             cells.append("—" if math.isnan(mean) else f"{mean:.{digits}f}"
@@ -321,29 +336,39 @@ def csv_table(table: Table) -> str:
 
 
 def plot_confusions(table: Table, path: Path) -> None:
-    """Each group's confusion matrix (counts summed over its runs, rows normalised) side by side."""
+    """Each group's confusion matrix (counts summed over its runs, rows normalised) side by side, as PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(confusion_figure(table), path)
+
+
+def confusion_figure(table: Table) -> Any:
+    """The groups' confusion matrices, four to a row; each panel's title (run, parameters, UF1) wraps to
+    the panel's width."""
+    import textwrap
+
     import numpy as np
 
     from .metrics import mean_std
 
     plt = pyplot()
-
     n = len(table.groups)
     n_cols = min(n, 4)
     n_rows = math.ceil(n / n_cols)
     n_classes = max(len(g.runs[0].metrics["class_names"]) for g in table.groups)
     side = 1.0 * n_classes + 2
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(side * n_cols, side * n_rows), squeeze=False)
-    for ax, group in zip(axes.flat, table.groups):
+    width = max(14, int(side * 9))  # characters of a title line at font size 8 (our choice: ~9 per inch)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(side * n_cols, (side + 0.5) * n_rows), squeeze=False,
+                             layout="constrained")
+    params = param_cells(table)
+    for index, (ax, group) in enumerate(zip(axes.flat, table.groups)):
         counts = np.sum([np.asarray(run.metrics["confusion_matrix"]) for run in group.runs], axis=0)
         draw_confusion(ax, counts, group.runs[0].metrics["class_names"], with_counts=False, fontsize=7)
-        params = ", ".join(f"{name}={display(group.params[key], key)}" for key, name in table.columns.items())
+        setting = ", ".join(f"{name}={params[key][index]}" for key, name in table.columns.items())
         uf1, _ = mean_std(group.values("all", "uf1"))
-        ax.set_title("\n".join(filter(None, [group.label, params, f"UF1 {uf1:.3f} (n={len(group.runs)})"])), fontsize=8)
+        lines = [group.label, setting, f"UF1 {uf1:.3f} (n={len(group.runs)})"]
+        ax.set_title("\n".join(wrapped for line in lines if line for wrapped in textwrap.wrap(line, width)), fontsize=8)
     for ax in axes.flat[n:]:
         ax.axis("off")
     fig.supxlabel("predicted")
     fig.supylabel("true")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path)
+    return fig

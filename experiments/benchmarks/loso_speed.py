@@ -14,10 +14,11 @@ their measured time); on a GPU at least the saved activations' bytes over the co
 
 Workloads: ``ststnet_cde`` = configs/ststnet/megc2019_cde.yaml (STSTNet on the MEGC2019 composite
 set, ../shared/data/megc2019_cde); ``medn_synthetic`` = configs/medn/synthetic.yaml (MEDN on the
-built-in synthetic set). The defaults are sized for a 2-core CPU (a few minutes): STSTNet on folds
-0-15 for 10 epochs, MEDN on the 4-subject 72-px synthetic set of the tests for 2 epochs.
+built-in synthetic set); ``medn_cde`` = configs/medn/megc2019_cde.yaml (MEDN on the composite set).
+The defaults are sized for a 2-core CPU (a few minutes): STSTNet on folds 0-15 for 10 epochs, MEDN on
+the 4-subject 72-px synthetic set of the tests for 2 epochs, MEDN on composite folds 0-3 for 2 epochs.
 ``--published`` runs the configs as they are (STSTNet: 68 folds x 800 epochs; MEDN: the README main
-job), for a GPU.
+job, or 68 folds x 60 epochs on the composite set), for a GPU.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ from ..runner.planning import plan_run
 from ..runner.run_plan import RunConfig, instantiate
 from .common import device_name, run_benchmark
 
-CONFIGS = {"ststnet_cde": Path("configs/ststnet/megc2019_cde.yaml"), "medn_synthetic": Path("configs/medn/synthetic.yaml")}
+CONFIGS = {"ststnet_cde": Path("configs/ststnet/megc2019_cde.yaml"), "medn_synthetic": Path("configs/medn/synthetic.yaml"),
+           "medn_cde": Path("configs/medn/megc2019_cde.yaml")}
 CPU_SIZED = {  # (epochs, folds, data/model overrides) of the default, CPU-sized run
     "ststnet_cde": (10, "0-15", {"data": {"root": "../shared/data/megc2019_cde"}}),
+    "medn_cde": (2, "0-3", {}),
     "medn_synthetic": (2, None, {"data": {"n_subjects": 4, "clips_per_subject": 5, "image_size": 72},
                                  "model": {"image_size": 72, "patch_size": 18, "embed_dim": 16, "num_heads": 2}}),
 }

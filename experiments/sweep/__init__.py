@@ -2,10 +2,13 @@
 
     mer sweep configs/sweeps/medn_lambda_au.yaml --parallel 2              # two local workers
     mer sweep configs/sweeps/medn_lambda_au.yaml --devices 0,1,2,3         # one worker per GPU
-    mer sweep configs/sweeps/medn_lambda_bayes.yaml --launcher slurm --parallel 8 --gpus-per-task 1
+    mer sweep configs/sweeps/medn_lambda_bayes.yaml --trials 30 --launcher slurm --parallel 8 --gpus-per-task 1
+    mer sweep configs/sweeps/medn_lambda_au.yaml --config configs/medn/casme3.yaml --data.init_args.root DIR
 
 SPEC is a W&B sweep YAML (see ``experiments.sweep.spec``): grid -> every grid point once
-(Optuna's GridSampler), bayes -> TPE, random -> random sampling (``run_cap`` trials). The study is a
+(Optuna's GridSampler), bayes -> TPE, random -> random sampling (``--trials N``). LightningCLI options
+after SPEC (``--config FILE``, ``--data.init_args.root DIR``, ``--trainer.max_epochs 5``) are the base of
+every trial: ``--config`` replaces the spec's config, the others override it. The study is a
 journal file in the output directory; every worker pulls trials from it, each trial is one
 ``mer loso`` run into ``OUTPUT/trials/<params>/`` (logged to W&B, offline by default). A trial whose
 worker dies is queued again and resumes its finished folds; rerunning the command resumes the study.
@@ -34,6 +37,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--launcher", type=Literal["local", "slurm"], default="local",
                         help="local worker processes, or a SLURM array of worker tasks")
     parser.add_argument("--parallel", type=int, default=1, help="workers (local processes or SLURM array tasks)")
+    parser.add_argument("--trials", type=Optional[int], default=None,
+                        help="trials of a bayes/random study (default: the spec's run_cap); a grid runs every point")
     parser.add_argument("--devices", type=Optional[str], default=None,
                         help="local GPU ids, e.g. 0,1: one worker per GPU (replaces --parallel)")
     parser.add_argument("--wandb", type=Literal["offline", "online", "disabled"], default="offline",
@@ -56,20 +61,28 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    """`mer sweep` on `argv`."""
-    run(build_parser().parse_args(argv))
+    """`mer sweep` on `argv`: its own options, and LightningCLI options (the study's base overrides)."""
+    from .spec import split_loso_overrides
+
+    own, overrides = split_loso_overrides(argv)
+    run(build_parser().parse_args(own), overrides)
 
 
-def run(args: Namespace) -> None:
+def run(args: Namespace, overrides: list[str]) -> None:
     from ..runner.options import SlurmOptions, parse_devices
     from .launch import launch_slurm, run_local_workers
     from .setup import check_output, check_spec, claim_output
     from .spec import load_spec
-    from .study import SweepSettings, open_study, requeue_failed, unfinished, unretried_failures
+    from .study import SETTINGS, SweepSettings, open_study, requeue_failed, unfinished, unretried_failures
     from .summary import summarize
 
+    if args.trials is not None and args.trials < 1:
+        raise MERError(f"--trials {args.trials}: give a positive number of trials")
     spec = load_spec(args.spec)
     output = args.output or DEFAULT_OUTPUT / spec.path.stem
+    trials = args.trials or (SweepSettings.load(output).trials if (output / SETTINGS).exists() else None)
+    spec = spec.with_base(overrides, trials)
+    spec.budget  # a bayes/random study without --trials or run_cap: one line, before anything is written
     devices = parse_devices(args.devices) if args.devices else None
     workers = len(devices) if devices else args.parallel
     if workers < 1 or args.heartbeat <= 0 or args.grace_period <= args.heartbeat or args.max_retry < 0:
@@ -80,11 +93,12 @@ def run(args: Namespace) -> None:
         if devices:
             raise MERError("--devices picks local GPUs; on SLURM give --gpus-per-task (each task uses the GPUs it gets)")
         slurm.check()
-    check_output(spec, output)
+    check_output(spec, output, overrides)
     check_spec(spec, output)
     claim_output(spec, output)
     cpus = args.cpus_per_task if args.launcher == "slurm" else len(os.sched_getaffinity(0))
-    SweepSettings(wandb=args.wandb, heartbeat=args.heartbeat, grace_period=args.grace_period, max_retry=args.max_retry,
+    SweepSettings(loso_overrides=overrides, trials=spec.run_cap, wandb=args.wandb, heartbeat=args.heartbeat,
+                  grace_period=args.grace_period, max_retry=args.max_retry,
                   seed=args.seed, threads_per_fold=args.threads_per_fold or max(1, cpus // workers)).save(output)
     study = open_study(output, spec, args.seed)
     requeued = requeue_failed(study)

@@ -15,7 +15,7 @@ from ..exit_codes import one_line
 from ..loso import parse as parse_loso
 from ..runner.run_plan import PROBE_TRAINER, RunConfig, instantiate
 from .spec import SweepSpec
-from .study import SPEC_COPY
+from .study import SETTINGS, SPEC_COPY, SweepSettings
 
 POOLED_METRICS = ("uf1", "uar", "acc")
 
@@ -53,12 +53,18 @@ def check_metric_scope(spec: SweepSpec, datamodule: Any) -> None:
                        f"of the data: {', '.join(known)}")
 
 
-def check_output(spec: SweepSpec, output: Path) -> None:
-    """A directory holding a study of another spec is refused (nothing is written yet)."""
+def check_output(spec: SweepSpec, output: Path, overrides: list[str]) -> None:
+    """A directory holding a study of another spec, or of the same spec with other base options, is
+    refused (nothing is written yet)."""
     copy = output / SPEC_COPY
     if copy.exists() and yaml.safe_load(copy.read_text()) != yaml.safe_load(spec.path.read_text()):
         raise MERError(f"{output} holds a study of another spec ({copy} differs from {spec.path}); "
                        "use another --output or delete that directory")
+    if (output / SETTINGS).exists():
+        before = SweepSettings.load(output).loso_overrides
+        if before != overrides:
+            raise MERError(f"{output} holds a study with the base options {' '.join(before) or '(none)'}, not "
+                           f"{' '.join(overrides) or '(none)'}; give the same ones to resume, or another --output")
 
 
 def claim_output(spec: SweepSpec, output: Path) -> None:

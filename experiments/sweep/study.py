@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ OPEN = (TrialState.RUNNING, TrialState.WAITING)
 class SweepSettings:
     """How the workers of one sweep run their trials (``sweep.json``; a rerun of mer sweep rewrites it)."""
 
+    loso_overrides: list[str] = field(default_factory=list)
+    trials: int | None = None
     wandb: str = "offline"
     heartbeat: float = 30.0
     grace_period: float = 120.0
@@ -69,6 +71,10 @@ class SweepSettings:
 
     def save(self, output: Path) -> None:
         write_json(output / SETTINGS, asdict(self))
+
+    def spec(self, output: Path) -> SweepSpec:
+        """The study's spec as its workers run it: the copied spec with the study's base overrides and budget."""
+        return load_spec(output / SPEC_COPY).with_base(self.loso_overrides, self.trials)
 
 
 class StudyGridSampler(optuna.samplers.GridSampler):
@@ -231,7 +237,7 @@ def interrupted(err: BaseException) -> bool:
 def work(output: Path, index: int) -> None:
     """One worker: pull and run trials until the study is done (see the module docstring)."""
     settings = SweepSettings.load(output)
-    spec = load_spec(output / SPEC_COPY)
+    spec = settings.spec(output)
     study = open_study(output, spec, settings.seed, index)
     while True:
         with FileLock(output / ASK_LOCK):

@@ -31,13 +31,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def worker_main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from .launch import interrupt
-    from .spec import load_spec
-    from .study import SPEC_COPY, SweepSettings, open_study, work
+    from .study import SweepSettings, open_study, work
     from .summary import summarize
 
     if args.summary:
-        spec = load_spec(args.output / SPEC_COPY)
-        summarize(open_study(args.output, spec, SweepSettings.load(args.output).seed), spec, args.output)
+        settings = SweepSettings.load(args.output)
+        spec = settings.spec(args.output)
+        summarize(open_study(args.output, spec, settings.seed), spec, args.output)
         return
     signal.signal(signal.SIGTERM, interrupt)
     work(args.output, args.index)

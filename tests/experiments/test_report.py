@@ -65,7 +65,7 @@ def test_seeds_are_averaged_and_the_differing_key_is_a_column(runs, capsys):
     assert pd.read_csv(runs / "table.csv").equals(table)
     assert list(table["lambda_au"]) == [0.5, 1.0] and list(table["n"]) == [1, 2]
     assert "seed_everything" not in table.columns
-    assert list(table["run"]) == ["lam05", "base"]
+    assert list(table["run"]) == ["sweep", "base"]  # a trial by its study: its parameters have their columns
     for key in ("uf1", "uar", "acc"):
         pair = np.array([real[key], SEED_1[key]])
         assert table[f"{key}_mean"][1] == pytest.approx(pair.mean())
@@ -82,6 +82,7 @@ def test_markdown_and_latex_tables(runs, capsys):
     assert len(lines) == 4 and all(line.startswith("| ") and line.endswith(" |") for line in lines)
     assert [cell.strip() for cell in lines[0].strip("|").split("|")] == ["run", "lambda_au", "n", "UF1", "UAR", "Acc"]
     assert lines[3].split(" | ")[3] == f"{pair.mean():.4f} ± {pair.std(ddof=1):.4f}"
+    assert [line.split(" | ")[:2] for line in lines[2:]] == [["| sweep", "0.5"], ["| base", "1.0"]]  # 0.5 and 1.0 alike
     assert (runs / "side.png").stat().st_size > 0 and "side.png" in err
     latex, _ = report(runs, capsys, "--format", "latex", "--confusion", str(runs / "side.png"))
     assert latex.startswith("\\begin{tabular}{llrrrr}\n\\toprule\nrun & lambda\\_au & n & UF1 & UAR & Acc \\\\")
@@ -93,11 +94,11 @@ def test_no_finished_run_is_a_one_line_error(runs, capsys):
     assert code == 2 and err.startswith("error: no finished run") and err.count("\n") == 1
 
 
-def test_a_run_repeated_with_the_same_seed_is_named(runs, capsys, tmp_path):
+def test_a_row_that_would_count_a_seed_twice_is_refused(runs, capsys, tmp_path):
     repeat = tmp_path / "repeat"
     variant(runs / "base" / "seed_0", repeat, SEED_1)  # seed 0's config and seed again
     code, out, err = run_in_process(mer_main, ["report", str(runs / "base"), str(repeat), "--format", "csv",
                                                "--confusion", str(tmp_path / "side.png")], capsys)
-    assert code == 0, err
-    assert f"warning: {repeat} repeat another run's config and seeds" in err
-    assert list(pd.read_csv(io.StringIO(out))["n"]) == [3]
+    assert code == 2 and err.count("\n") == 1
+    assert f"{repeat} repeat another run's config and seeds" in err and "count one seed twice" in err
+    assert out == "" and not (tmp_path / "side.png").exists()

@@ -92,7 +92,9 @@ def test_grid_with_a_killed_worker_finishes_every_trial(tiny_config, tmp_path):
         assert logged["train/au"] > 0.01
         expected = logged["train/cls"] + row.lambda_au * logged["train/au"] + row.lambda_orth * logged["train/orth"]
         assert logged["train/loss"] == pytest.approx(expected, rel=1e-4)
-    assert (output / "figure6.png").stat().st_size > 0 and (output / "heatmap.png").stat().st_size > 0
+        assert row.uf1 == pytest.approx(metrics["uf1"]) and row.uar == pytest.approx(metrics["uar"])
+    for figure in ("figure6_lambda_au", "figure6_lambda_orth", "heatmap"):
+        assert all((output / f"{figure}.{suffix}").stat().st_size > 0 for suffix in ("png", "pdf", "svg"))
 
     # the same command again: the study is resumed, finds nothing to do and summarizes
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -118,6 +120,40 @@ def test_slurm_dry_run_writes_worker_array_and_summary_job(tiny_config, tmp_path
         assert subprocess.run(["bash", "-n", str(output / "slurm" / script)]).returncode == 0
     assert SweepSettings.load(output).threads_per_fold == 4 // 3
     assert not (output / "trials").exists()
+
+
+@pytest.mark.slow
+def test_the_shipped_synthetic_spec_runs_as_is(tmp_path):
+    """configs/sweeps/medn_synthetic_demo.yaml from a fresh clone: 2 trials of the 8-fold MEDN synthetic run."""
+    output = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-c", "from experiments.main import mer_main; mer_main()", "sweep",
+                           "configs/sweeps/medn_synthetic_demo.yaml", "--output", str(output)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = pd.read_csv(output / "trials.csv")
+    assert list(table["state"]) == ["COMPLETE", "COMPLETE"] and sorted(table["lambda_au"]) == [0.0, 1.0]
+    assert table["pooled/uf1"].between(0, 1).all()
+    for run_dir in table["run_dir"]:
+        metrics = json.loads((output / run_dir / "metrics.json").read_text())
+        assert metrics["n_folds"] == 8 and metrics["config"]["trainer"]["max_epochs"] == 2
+
+
+@pytest.mark.slow
+def test_a_study_takes_its_own_config_and_overrides(tiny_config, tmp_path, capsys, monkeypatch):
+    """mer sweep SPEC --config FILE --trainer.X: the spec's config is replaced for every trial; a rerun
+    with other base options is refused in one line."""
+    monkeypatch.chdir(ROOT)
+    spec = write_spec(tmp_path / "grid.yaml", tmp_path / "missing.yaml")  # the spec's own config does not exist
+    output = tmp_path / "sweep"
+    base = ["--config", str(tiny_config), "--trainer.max_epochs", "1"]
+    code, out, err = run_in_process(mer_main, ["sweep", str(spec), *base, "--output", str(output), "--launcher",
+                                               "slurm", "--dry-run"], capsys)
+    assert code == 0, err
+    assert SweepSettings.load(output).loso_overrides == base
+    assert SweepSettings.load(output).spec(output).trial_args({LAMBDA_AU: 1.0})[:4] == base
+    code, _, err = run_in_process(mer_main, ["sweep", str(spec), "--config", str(tiny_config), "--output", str(output),
+                                             "--launcher", "slurm", "--dry-run"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "base options" in err
 
 
 def test_bad_parameter_name_and_foreign_output_are_one_line_errors(tiny_config, tmp_path, capsys, monkeypatch):

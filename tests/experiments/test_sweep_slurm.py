@@ -34,4 +34,4 @@ def test_worker_array_finishes_the_grid_and_the_summary_job_plots_it(on_cluster,
     assert list(table["state"]) == ["COMPLETE", "COMPLETE"], job_logs(output)
     assert sorted(zip(table["lambda_au"], table["lambda_orth"])) == [(0.0, 1.0), (1.0, 1.0)]
     assert all((output / d / "metrics.json").is_file() for d in table["run_dir"])
-    assert (output / "figure6.png").is_file() and not (output / "heatmap.png").exists()  # a 1-D study
+    assert (output / "figure6_lambda_au.png").is_file() and not (output / "heatmap.png").exists()  # a 1-D study

@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import sweeps
 import yaml
 from wandb import wandb_agent
 
 from datamodules.errors import MERError
 from experiments.loso import parse as parse_loso
-from experiments.sweep.spec import load_spec
+from experiments.sweep.spec import load_spec, split_loso_overrides
 from tests.conftest import ROOT
 
 SWEEPS = ROOT / "configs" / "sweeps"
@@ -76,8 +77,49 @@ def test_the_specs_are_medn_figure6(tmp_path):
         assert spec.method == "grid" and values == {swept: grid, fixed: [1.0]} and spec.budget == 11
         assert spec.base_args == tuple(BASE)
     bayes = load_spec(SWEEPS / "medn_lambda_bayes.yaml")
-    assert bayes.method == "bayes" and bayes.budget == 30 and bayes.base_args == tuple(BASE)
+    assert bayes.method == "bayes" and bayes.base_args == tuple(BASE)
     assert {(p.low, p.high) for p in bayes.parameters} == {(0.0, 2.0)}
+    with pytest.raises(MERError, match="needs a trial budget: mer sweep --trials N"):
+        bayes.budget  # noqa: B018 (the property raises)
+    assert bayes.with_base(trials=30).budget == 30
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec_passes_the_schema_of_wandbs_local_controller(path):
+    """The `sweeps` package is what W&B's local controller validates a sweep config with; version 0.2
+    refuses keys it does not know (run_cap among them)."""
+    assert sweeps.schema_violations_from_proposed_config(yaml.safe_load(path.read_text())) == []
+
+
+def test_the_schema_check_bites():
+    spec = {**yaml.safe_load((SWEEPS / "medn_lambda_au.yaml").read_text()), "run_cap": 30}
+    assert any("run_cap" in text for text in sweeps.schema_violations_from_proposed_config(spec))
+
+
+def test_config_and_overrides_of_the_environment_reach_agent_and_mer_sweep_alike(tmp_path, monkeypatch):
+    """MER_CONFIG replaces the spec's config and MER_ARGS adds base options: in the command the W&B agent
+    runs (bash expands them) and in the base options mer sweep reads from the same spec."""
+    path = SWEEPS / "medn_lambda_au.yaml"
+    monkeypatch.setenv("MER_CONFIG", "configs/medn/synthetic.yaml")
+    monkeypatch.setenv("MER_ARGS", "--trainer.max_epochs 3 --data.init_args.batch_size=4")
+    argv = agent_argv(yaml.safe_load(path.read_text()), {"model.init_args.lambda_au": 0.4}, "run8", tmp_path, monkeypatch)
+    base = ["--config", "configs/medn/synthetic.yaml", "--trainer.max_epochs", "3", "--data.init_args.batch_size=4"]
+    assert argv[1:6] == base
+    assert list(load_spec(path).base_args) == base
+
+
+def test_mer_sweep_takes_a_config_and_overrides_for_every_trial():
+    own, overrides = split_loso_overrides(
+        ["spec.yaml", "--parallel", "2", "--config", "a.yaml", "--data.init_args.root", "/data/x",
+         "--trainer.max_epochs=5", "--model.init_args.lambda_orth", "-1", "--wandb", "disabled"])
+    assert own == ["spec.yaml", "--parallel", "2", "--wandb", "disabled"]
+    assert overrides == ["--config", "a.yaml", "--data.init_args.root", "/data/x", "--trainer.max_epochs=5",
+                         "--model.init_args.lambda_orth", "-1"]
+    spec = load_spec(SWEEPS / "medn_lambda_au.yaml").with_base(overrides[:4])
+    assert spec.base_args == ("--config", "a.yaml", "--data.init_args.root", "/data/x")  # the spec's config replaced
+    kept = load_spec(SWEEPS / "medn_lambda_au.yaml").with_base(["--trainer.max_epochs", "5"])
+    assert kept.base_args == (*BASE, "--trainer.max_epochs", "5")
+    assert kept.trial_args({"model.init_args.lambda_au": 0.2})[-1] == "--model.init_args.lambda_au=0.2"
 
 
 def test_plain_command_lists_are_read_too(tmp_path):
@@ -95,7 +137,7 @@ def test_plain_command_lists_are_read_too(tmp_path):
 @pytest.mark.parametrize("change, words", [
     ({"method": "hyperband"}, "method 'hyperband'"),
     ({"parameters": {"model.init_args.lambda_au": {"min": 0.0, "max": 2.0}}}, "a grid takes values/value only"),
-    ({"method": "random"}, "needs run_cap"),
+    ({"method": "random", "run_cap": 0}, "run_cap 0"),
     ({"command": ["${env}", "python", "train.py", "${args}"]}, "does not run `mer loso`"),
     ({"metric": {"goal": "maximize"}}, "metric needs a name"),
     ({"parameters": {"model.init_args.lambda_au": {"min": 1.0, "max": 1.0}}, "method": "bayes", "run_cap": 3},
@@ -129,6 +171,11 @@ def test_trial_folder_names_make_valid_wandb_run_ids(tmp_path):
     spec = load_spec(path)
     name = spec.trial_name({"model.init_args.lambda_au": 0.2, "data.init_args.protocol": "a/b:c"})
     assert name == "lambda_au=0.2+protocol=a_b_c"
+    drawn = spec.trial_name({"model.init_args.lambda_au": -0.7255932480363376, "data.init_args.protocol": "x"})
+    near = spec.trial_name({"model.init_args.lambda_au": -0.7255932480363377, "data.init_args.protocol": "x"})
+    assert drawn.startswith("lambda_au=-0.7256+protocol=x~") and len(drawn) == len("lambda_au=-0.7256+protocol=x~") + 6
+    assert near != drawn  # rounded for reading, never shared by two trials
+    wandb.Settings(run_id=f"{drawn}-0123456789ab-fold-000")
     wandb.Settings(run_id=f"{name}-0123456789ab-fold-000")  # raises on a reserved character
     with pytest.raises(Exception, match="Run ID cannot contain"):
         wandb.Settings(run_id="lambda_au=0.2,lambda_orth=1.0")  # the check bites
