@@ -80,9 +80,9 @@ def selected_seeds(spec: StudySpec, seeds: str | None) -> list[int]:
     """The spec's seeds named by --seeds (all without it); a seed not in the spec is a one-line error."""
     if seeds is None:
         return spec.seeds
-    from ..runner.seed_runs import parse_seeds
+    from ..runner.options import RunScope
 
-    chosen = parse_seeds(seeds)
+    chosen = RunScope(seeds=seeds).seed_list()
     unknown = sorted(set(chosen) - set(spec.seeds))
     if unknown:
         raise MERError(f"--seeds {seeds}: {unknown} not among the spec's seeds {spec.seeds}")
