@@ -31,7 +31,9 @@ DEFAULT_OUTPUT = Path("outputs/sweeps")
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="mer sweep", exit_on_error=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("spec", type=Path, help="a W&B sweep YAML (configs/sweeps/*.yaml)")
+    parser.add_argument("spec", type=Path, help="a W&B sweep YAML (configs/sweeps/*.yaml); LightningCLI options "
+                        "beside it (--config FILE, --data.init_args.root DIR, --trainer.max_epochs N) are every "
+                        "trial's base: --config replaces the spec's config, the others override it")
     parser.add_argument("--output", type=Optional[Path], default=None,
                         help=f"study directory (default {DEFAULT_OUTPUT}/<spec name>); rerun to resume")
     parser.add_argument("--launcher", type=Literal["local", "slurm"], default="local",
