@@ -241,6 +241,7 @@ def test_cluster_options_setup_lines_and_step_gpus_reach_the_tasks(on_cluster, t
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_a_fold_that_cannot_finish_within_the_time_limit_fails_after_max_requeues(on_cluster, tiny_config, tmp_path):
     """--time 1 (minute) for a fold of 100000 epochs (as for an epoch longer than the time limit): SLURM's
     USR1 requeues the task every attempt (Lightning's handler during fit, the worker's before and between
