@@ -268,6 +268,6 @@ def test_a_fold_that_cannot_finish_within_the_time_limit_fails_after_max_requeue
     assert (job["JobState"], job["Restarts"]) == ("FAILED", "2"), f"{job}\n{log}"
     errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, log
-    assert "fold 0 (subject" in errors[0] and "after 2 requeues (--max-requeues 1)" in errors[0], errors
+    assert "fold 0 (subject" in errors[0] and "after 2 requeues (--max-requeues 1;" in errors[0], errors
     assert "longer --time" in errors[0] and "fewer --folds-per-task" in errors[0], errors
     assert not (run_dir / "folds" / "fold_000.csv").exists()
