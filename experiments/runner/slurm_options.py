@@ -4,6 +4,7 @@ scripts), in a module of their own that imports nothing heavy: ``mer sweep --hel
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 from dataclasses import dataclass
 from typing import Literal
@@ -14,13 +15,13 @@ from datamodules.errors import MERError
 SLURM_TIME = re.compile(r"(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2})")
 SLURM_MEMORY = re.compile(r"\d+[KMGT]?", re.IGNORECASE)  # sbatch --mem: a size, megabytes without a unit
 SBATCH_KEY = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # a long sbatch option name, without its dashes
-# The #SBATCH options the scripts set from our own options (and --dependency, given when submitting):
-# --sbatch-option may not set them a second time.
-OWN_SBATCH_KEYS = {"job-name": "", "partition": "--partition", "time": "--time", "ntasks": "", "cpus-per-task":
-                   "--cpus-per-task", "chdir": "", "output": "", "open-mode": "", "array": "--array-parallelism",
-                   "gpus-per-task": "--gpus-per-task", "signal": "", "requeue": "", "no-requeue": "",
-                   "account": "--account", "qos": "--qos", "mem": "--mem", "constraint": "--constraint",
-                   "dependency": ""}
+# The #SBATCH options the scripts set, with the option of ours that sets them (None: mer itself; --dependency
+# is given when submitting): --sbatch-option may not set them a second time.
+OWN_SBATCH_KEYS: dict[str, str | None] = {
+    "partition": "--partition", "time": "--time", "cpus-per-task": "--cpus-per-task", "gpus-per-task": "--gpus-per-task",
+    "mem": "--mem", "constraint": "--constraint", "account": "--account", "qos": "--qos", "array": "--array-parallelism",
+    **dict.fromkeys(("job-name", "ntasks", "chdir", "output", "open-mode", "signal", "requeue", "no-requeue", "dependency")),
+}
 
 
 @dataclass
@@ -108,13 +109,15 @@ class SlurmOptions:
             if not SBATCH_KEY.fullmatch(key) or (has_value and not value.strip()) or "\n" in value:
                 raise MERError(f"--sbatch-option '{option}' is not KEY=VALUE with a long sbatch option name as KEY, "
                                "e.g. exclude=node[1-2] (or a bare KEY for a flag, e.g. exclusive)")
-            if key in OWN_SBATCH_KEYS or key in keys:
-                ours = OWN_SBATCH_KEYS.get(key)
-                given = "by another --sbatch-option" if key in keys else f"by {ours}" if ours else "by mer itself"
-                raise MERError(f"--sbatch-option '{option}': --{key} is already set {given}; give it only once")
+            if key in keys:
+                raise MERError(f"--sbatch-option '{option}': --{key} is given twice; give it once")
+            if key in OWN_SBATCH_KEYS:
+                ours = OWN_SBATCH_KEYS[key]
+                raise MERError(f"--sbatch-option '{option}': " + (f"mer sets --{key} from its option {ours}; give that instead"
+                               if ours else f"mer sets --{key} itself (see the scripts of --dry-run); drop this option"))
             if self.mem and key.startswith("mem-per-"):
                 raise MERError(f"--sbatch-option '{option}': sbatch takes one of --mem, --mem-per-cpu and "
                                "--mem-per-gpu; drop --mem or this option")
             keys.add(key)
-            lines.append(f"#SBATCH --{key}" + (f"={value}" if has_value else ""))
+            lines.append(f"#SBATCH --{key}" + (f"={shlex.quote(value)}" if has_value else ""))
         return lines

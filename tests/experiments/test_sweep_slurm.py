@@ -47,7 +47,7 @@ def test_worker_array_finishes_the_grid_after_a_requeue_and_the_summary_job_plot
     folds = on_cluster.wait_for(f"{task0} to train a trial", training_its_trial, timeout=300, every=0.2)
     on_cluster.run("scontrol", "requeue", task0)
     on_cluster.wait_for(f"{task0} to be requeued", lambda: on_cluster.job(task0)["JobState"] == "PENDING", timeout=60)
-    on_cluster.run("scontrol", "update", f"JobId={task0}", "StartTime=now")
+    on_cluster.start_now(task0)
 
     def summary_ended() -> str | None:
         state = on_cluster.job(summary_id)["JobState"]

@@ -143,6 +143,12 @@ class SlurmCluster:
             fields.setdefault(key, value)
         return fields
 
+    def start_now(self, job_id: str) -> None:
+        """Let a requeued job start at once, not at the BeginTime SLURM gives it (about 2 min later); not
+        checked, as the job may have started between a look at its state and this update."""
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=self.env, capture_output=True,
+                       timeout=60)
+
     def wait_for(self, what: str, check: Callable[[], T], timeout: float, every: float = 1.0) -> T:
         """Poll `check()` until it returns something truthy; fail with the daemons' logs after `timeout` s."""
         deadline = time.monotonic() + timeout

@@ -61,9 +61,9 @@ def test_impossible_slurm_options_are_refused_before_anything_is_created(tiny_co
     (("--setup", "module load a\nmodule load b"), "one shell line per --setup"),
     (("--sbatch-option=--exclude=node1",), "KEY=VALUE"),
     (("--sbatch-option", "exclude="), "KEY=VALUE"),
-    (("--sbatch-option", "partition=gpu"), "--partition is already set by --partition"),
-    (("--sbatch-option", "signal=USR2@60"), "--signal is already set by mer itself"),
-    (("--sbatch-option", "comment=a", "--sbatch-option", "comment=b"), "--comment is already set by another --sbatch-option"),
+    (("--sbatch-option", "partition=gpu"), "mer sets --partition from its option --partition; give that instead"),
+    (("--sbatch-option", "signal=USR2@60"), "mer sets --signal itself"),
+    (("--sbatch-option", "comment=a", "--sbatch-option", "comment=b"), "--comment is given twice"),
     (("--mem", "4G", "--sbatch-option", "mem-per-cpu=1G"), "one of --mem, --mem-per-cpu and --mem-per-gpu"),
 ])
 def test_bad_cluster_options_are_refused_in_one_line_before_anything_is_created(tiny_config, tmp_path, capsys,
@@ -136,7 +136,7 @@ def interrupt_second_fold(cluster: SlurmCluster, run_dir: Path, task: str, first
     interrupt()
     assert not (folds / f"fold_{second:03d}.csv").exists(), f"fold {second} finished before it was interrupted"
     cluster.wait_for(f"{task} to be requeued", lambda: cluster.job(task)["JobState"] == "PENDING", timeout=60, every=0.5)
-    cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")
+    cluster.start_now(task)
 
 
 @pytest.mark.slurm
@@ -257,7 +257,7 @@ def test_a_fold_that_cannot_finish_within_the_time_limit_fails_after_max_requeue
     def task_ended() -> dict[str, str] | None:
         job = on_cluster.job(task)
         if job["JobState"] == "PENDING" and job["Restarts"] != "0":  # requeued: start again now, not in 2 min
-            on_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")
+            on_cluster.start_now(task)
         return job if job["JobState"] in TERMINAL else None
 
     try:

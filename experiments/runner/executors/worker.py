@@ -98,8 +98,9 @@ def worker_main(argv: list[str] | None = None) -> None:
         raise MERError(f"{', '.join(map(plan.fold_name, unfinished))} of {args.run_dir} not finished after "
                        f"{restarts()} requeues (--max-requeues {args.max_requeues}; a requeued fold resumes from its "
                        "last finished epoch, so an epoch longer than the time limit never ends): give a longer --time, "
-                       "fewer --folds-per-task or a larger --max-requeues and launch the run again (mer loso --output "
-                       f"{args.run_dir} --launcher slurm ...; its finished folds are kept)")
+                       "fewer --folds-per-task or a larger --max-requeues and launch the run again (mer loso --config "
+                       f"{args.run_dir / 'config.yaml'} --output {args.run_dir} --launcher slurm ...; its finished folds "
+                       "are kept)")
     executor = LocalExecutor(devices=devices, folds_per_device=args.folds_per_device, workers=args.workers)
     executor.check()
     run_local(args.run_dir, plan, folds, executor, FoldBatching(args.fold_batch).size)
