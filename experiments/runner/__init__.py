@@ -2,7 +2,8 @@
 
 - ``run_plan``: a planned run as data (RunPlan = run.json, RunConfig = config.yaml's fields the runner
   reads, fold_plan.json) and building a config's objects; imports nothing else of the runner.
-- ``options``: ``mer loso``'s options, one group per concern, each checked in one place.
+- ``options``: ``mer loso``'s options, one group per concern, each checked in one place (``slurm_options``:
+  the SLURM group, light enough for ``mer sweep --help``).
 - ``planning``: every check, then the run directory claimed; ``orchestration``: plan, execute, pool
   (``--seeds``: per seed, then ``seed_runs``' summary).
 - ``jobs/``: what executors run, a fold (``FoldJob``) or folds trained at once (``FoldGroupJob``), each

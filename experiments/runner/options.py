@@ -8,7 +8,6 @@ On the command line every option keeps its flat name (``--workers``, ``--partiti
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +20,7 @@ from datamodules.errors import MERError
 from ..signature_options import add_signature_options
 from .fold_selection import parse_folds, parse_numbers
 from .run_plan import MAX_SEED
+from .slurm_options import SlurmOptions
 from .wandb_runs import sweep_trial
 
 
@@ -98,49 +98,6 @@ def parse_devices(spec: str) -> list[str]:
     if not devices or not all(d.isdigit() for d in devices):
         raise MERError(f"--devices '{spec}' is not a list of GPU indices like '0,1,2,3'")
     return devices
-
-
-@dataclass
-class SlurmOptions:
-    """Where folds run: here, or as a SLURM job array (``executors.slurm``).
-
-    Args:
-        launcher: ``local`` (this machine) or ``slurm`` (one array task per chunk of folds).
-        partition: SLURM partition.
-        time: SLURM time limit per array task.
-        gpus_per_task: GPUs per SLURM array task.
-        cpus_per_task: CPUs per SLURM array task.
-        array_parallelism: at most this many array tasks at once (SLURM ``%N``).
-        folds_per_task: folds per SLURM array task.
-        dry_run: print the sbatch script(s) instead of submitting.
-    """
-
-    launcher: Literal["local", "slurm"] = "local"
-    partition: str | None = None
-    time: str = "04:00:00"
-    gpus_per_task: int = 0
-    cpus_per_task: int = 2
-    array_parallelism: int | None = None
-    folds_per_task: int = 1
-    dry_run: bool = False
-
-    @property
-    def on_slurm(self) -> bool:
-        return self.launcher == "slurm"
-
-    def check(self) -> None:
-        """The SLURM options that cannot work, found before the run is planned (nothing created yet)."""
-        if not self.on_slurm:
-            return
-        least = {"--folds-per-task": (self.folds_per_task, 1), "--cpus-per-task": (self.cpus_per_task, 1),
-                 "--gpus-per-task": (self.gpus_per_task, 0), "--array-parallelism": (self.array_parallelism, 1)}
-        bad = [f"{name} {value} (give at least {minimum})" for name, (value, minimum) in least.items()
-               if value is not None and value < minimum]
-        if bad:
-            raise MERError(f"impossible SLURM option(s): {', '.join(bad)}")
-        if not self.dry_run and shutil.which("sbatch") is None:
-            raise MERError("sbatch not found: --launcher slurm needs SLURM's client commands on this machine "
-                           "(--dry-run writes and prints the scripts without submitting)")
 
 
 @dataclass

@@ -26,7 +26,13 @@ from jsonargparse import ArgumentParser, Namespace
 
 from datamodules.errors import MERError
 
+from ..runner.slurm_options import SlurmOptions
+from ..signature_options import add_signature_options
+
 DEFAULT_OUTPUT = Path("outputs/sweeps")
+# SlurmOptions given by the sweep's own options above (or meaningless for worker tasks); the rest are mer loso's
+SWEEP_SLURM_OWN = ("launcher", "partition", "time", "gpus_per_task", "cpus_per_task", "array_parallelism",
+                   "folds_per_task", "dry_run")
 
 
 def build_parser() -> ArgumentParser:
@@ -59,6 +65,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per SLURM worker task")
     parser.add_argument("--dry-run", type=bool, nargs="?", const=True, default=False,
                         help="--launcher slurm: write and print the sbatch scripts, submit nothing")
+    add_signature_options(parser, SlurmOptions, skip=SWEEP_SLURM_OWN, nested_key="slurm")
     return parser
 
 
@@ -71,7 +78,7 @@ def main(argv: list[str]) -> None:
 
 
 def run(args: Namespace, overrides: list[str]) -> None:
-    from ..runner.options import SlurmOptions, parse_devices
+    from ..runner.options import parse_devices
     from .launch import launch_slurm, run_local_workers
     from .setup import check_output, check_spec, claim_output
     from .spec import load_spec
@@ -90,7 +97,7 @@ def run(args: Namespace, overrides: list[str]) -> None:
     if workers < 1 or args.heartbeat <= 0 or args.grace_period <= args.heartbeat or args.max_retry < 0:
         raise MERError("give --parallel >= 1, --heartbeat > 0, --grace-period > --heartbeat and --max-retry >= 0")
     slurm = SlurmOptions(launcher="slurm", partition=args.partition, time=args.time, cpus_per_task=args.cpus_per_task,
-                         gpus_per_task=args.gpus_per_task, dry_run=args.dry_run)
+                         gpus_per_task=args.gpus_per_task, dry_run=args.dry_run, **args.slurm.as_dict())
     if args.launcher == "slurm":
         if devices:
             raise MERError("--devices picks local GPUs; on SLURM give --gpus-per-task (each task uses the GPUs it gets)")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import optuna
 
-from ..runner.executors.slurm import REPO_ROOT, array_script, follow_up_script, submit_array_then
-from ..runner.options import SlurmOptions
+from ..runner.executors.slurm import REPO_ROOT, array_script, follow_up_script, requeue_comments, submit_array_then
+from ..runner.slurm_options import SlurmOptions
 
 LOGS = "logs"
 SLURM_DIR = "slurm"
@@ -71,9 +71,10 @@ def run_local_workers(output: Path, study: optuna.Study, n: int, devices: list[s
 
 def workers_script(output: Path, n: int, options: SlurmOptions) -> str:
     comments = [f"mer sweep workers: {n} array task(s) pull trials of the study in {output} until it is done;",
-                "a task that dies leaves its trial to the others (retried after the heartbeat grace period)."]
-    command = f'{shlex.join(worker_command(output))} --index "$SLURM_ARRAY_TASK_ID"'
-    return array_script(output, options, comments, "worker-%A_%a.out", n, [], command)
+                "a task that dies leaves its trial to the others (retried after the heartbeat grace period).",
+                *requeue_comments(options), "A requeued or preempted task's trial is queued again and resumes its LOSO run."]
+    command = f'{shlex.join(worker_command(output))} --index "$SLURM_ARRAY_TASK_ID" --max-requeues {options.max_requeues}'
+    return array_script(output, options, comments, "worker-%A_%a.out", n, command)
 
 
 def summary_script(output: Path, options: SlurmOptions) -> str:

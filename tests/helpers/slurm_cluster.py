@@ -1,7 +1,9 @@
 """A real single-node SLURM (munged + slurmctld + slurmd) started for the test session.
 
 Everything lives in one temporary directory: slurm.conf, cgroup.conf, the munge key and socket,
-state, spool and logs. The daemons run in the foreground as our children, so they are stopped by
+state, spool and logs; with ``gpus=N`` also N fake GPUs (gres ``gpu`` backed by character-device
+files made in that directory, nothing GPU runs): SLURM schedules them and sets
+``CUDA_VISIBLE_DEVICES`` in the job steps as on a GPU node. The daemons run in the foreground as our children, so they are stopped by
 pid at the end, also when a test fails. Clients (sbatch, squeue, scontrol, and the jobs
 themselves) find this cluster through ``$SLURM_CONF``.
 """
@@ -12,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -51,8 +54,24 @@ def node_name() -> str:
     return socket.gethostname().split(".")[0]
 
 
-def write_config(root: Path, cpus: int) -> Path:
-    """slurm.conf + cgroup.conf + munge key for one node named after this host; returns slurm.conf."""
+FAKE_GPU_MAJOR = 250  # a character-device major number of the "local/experimental" range: no driver behind it
+REAL_MEMORY_MB = 1000  # what the node offers --mem (memory is not a consumable with CR_CPU: only the request is checked)
+FEATURE = "mertest"  # the node's feature, for --constraint
+
+
+def fake_gpus(root: Path, n: int) -> list[Path]:
+    """`n` character-device files standing for GPUs (SLURM reads only their device numbers)."""
+    (root / "dev").mkdir(exist_ok=True)
+    paths = [root / "dev" / f"fakegpu{i}" for i in range(n)]
+    for i, path in enumerate(paths):
+        if not path.exists():
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(FAKE_GPU_MAJOR, i))
+    return paths
+
+
+def write_config(root: Path, cpus: int, gpus: int = 0) -> Path:
+    """slurm.conf + cgroup.conf (+ gres.conf with `gpus` fake GPUs) + munge key for one node named after
+    this host, with partitions ``debug`` (default) and ``cpu``; returns slurm.conf."""
     node = node_name()
     for folder in ("munge", "state", "spool", "log"):
         (root / folder).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -60,6 +79,7 @@ def write_config(root: Path, cpus: int) -> Path:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     conf = root / "slurm.conf"
+    gres = f"Gres=gpu:{gpus} " if gpus else ""
     conf.write_text(f"""\
 ClusterName=mertest
 SlurmctldHost={node}(127.0.0.1)
@@ -88,9 +108,14 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=3600
 KillWait=2
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+{"GresTypes=gpu" if gpus else ""}
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={REAL_MEMORY_MB} Feature={FEATURE} {gres}State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=cpu Nodes=ALL MaxTime=INFINITE State=UP
 """)
+    if gpus:
+        files = fake_gpus(root, gpus)
+        (root / "gres.conf").write_text(f"AutoDetect=off\nName=gpu File={files[0].parent}/fakegpu[0-{gpus - 1}]\n")
     (root / "cgroup.conf").write_text("CgroupPlugin=autodetect\nIgnoreSystemd=yes\n")
     return conf
 
@@ -109,13 +134,20 @@ class SlurmCluster:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}\n{self.logs()}")
         return getattr(done, stream)
 
-    def job(self, job_id: str) -> dict[str, str]:
-        """``scontrol show job`` of one job (or array task ``A_i``) as a dict of its Key=Value fields."""
+    def job(self, job_id: str, details: bool = False) -> dict[str, str]:
+        """``scontrol show job`` of one job (or array task ``A_i``) as a dict of its Key=Value fields
+        (`details`: ``-d``, which adds e.g. ``GRES=gpu:2(IDX:0-1)``, the GPUs the job was given)."""
         fields: dict[str, str] = {}
-        for token in self.run("scontrol", "show", "job", "-o", job_id).split():
+        for token in self.run("scontrol", "show", "job", "-o", *(["-d"] if details else []), job_id).split():
             key, _, value = token.partition("=")
             fields.setdefault(key, value)
         return fields
+
+    def start_now(self, job_id: str) -> None:
+        """Let a requeued job start at once, not at the BeginTime SLURM gives it (about 2 min later); not
+        checked, as the job may have started between a look at its state and this update."""
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=self.env, capture_output=True,
+                       timeout=60)
 
     def wait_for(self, what: str, check: Callable[[], T], timeout: float, every: float = 1.0) -> T:
         """Poll `check()` until it returns something truthy; fail with the daemons' logs after `timeout` s."""
@@ -154,9 +186,10 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def slurm_cluster(root: Path, cpus: int = 2) -> Iterator[SlurmCluster]:
-    """Start munged, slurmctld and slurmd (foreground children, by pid); stop them by pid on exit."""
-    conf = write_config(root, cpus)
+def slurm_cluster(root: Path, cpus: int = 2, gpus: int = 0) -> Iterator[SlurmCluster]:
+    """Start munged, slurmctld and slurmd (foreground children, by pid); stop them by pid on exit
+    (`gpus`: fake GPUs on the node, see :func:`fake_gpus`)."""
+    conf = write_config(root, cpus, gpus)
     cluster = SlurmCluster(root, conf)
     commands = [
         [_daemon("munged"), "--foreground", "--force", f"--socket={root}/munge/munge.socket",
@@ -184,6 +217,15 @@ def slurm_cluster(root: Path, cpus: int = 2) -> Iterator[SlurmCluster]:
 
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def gres_indices(gres: str) -> list[int]:
+    """The device indices of scontrol's ``GRES=gpu:2(IDX:0-1)`` (ranges and lists, e.g. ``IDX:0,2-3``)."""
+    indices = []
+    for part in gres.partition("IDX:")[2].rstrip(")").split(","):
+        first, _, last = part.partition("-")
+        indices += range(int(first), int(last or first) + 1)
+    return indices
 
 
 def job_logs(run_dir: Path) -> str:

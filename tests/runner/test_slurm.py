@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from experiments.main import mer_main
-from tests.helpers.slurm_cluster import TERMINAL, SlurmCluster, job_logs
+from tests.helpers.slurm_cluster import FEATURE, TERMINAL, SlurmCluster, gres_indices, job_logs
 
 EPOCHS = 16  # ~0.8 s per epoch on one thread: a fold trains long enough to be interrupted midway
 
@@ -50,6 +50,26 @@ def mer_loso_error(capsys: pytest.CaptureFixture, *args: str) -> str:
 def test_impossible_slurm_options_are_refused_before_anything_is_created(tiny_config, tmp_path, capsys, option):
     error = mer_loso_error(capsys, tiny_config, tmp_path / "run", *SLURM_OPTIONS, option, "0")
     assert option in error and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    (("--mem", "16GB"), "--mem '16GB'"),
+    (("--aggregate-mem", "lots"), "--aggregate-mem 'lots'"),
+    (("--time", "4h"), "--time '4h'"),
+    (("--aggregate-time", "soon"), "--aggregate-time 'soon'"),
+    (("--max-requeues", "-1"), "--max-requeues -1"),
+    (("--setup", "module load a\nmodule load b"), "one shell line per --setup"),
+    (("--sbatch-option=--exclude=node1",), "KEY=VALUE"),
+    (("--sbatch-option", "exclude="), "KEY=VALUE"),
+    (("--sbatch-option", "partition=gpu"), "mer sets --partition from its option --partition; give that instead"),
+    (("--sbatch-option", "signal=USR2@60"), "mer sets --signal itself"),
+    (("--sbatch-option", "comment=a", "--sbatch-option", "comment=b"), "--comment is given twice"),
+    (("--mem", "4G", "--sbatch-option", "mem-per-cpu=1G"), "one of --mem, --mem-per-cpu and --mem-per-gpu"),
+])
+def test_bad_cluster_options_are_refused_in_one_line_before_anything_is_created(tiny_config, tmp_path, capsys,
+                                                                                options, named):
+    error = mer_loso_error(capsys, tiny_config, tmp_path / "run", *SLURM_OPTIONS, *options, "--dry-run")
+    assert named in error and not (tmp_path / "run").exists()
 
 
 def test_without_sbatch_the_launch_is_refused_before_anything_is_created(tiny_config, tmp_path, capsys, monkeypatch):
@@ -84,9 +104,13 @@ def test_dry_run_prints_the_scripts_and_submits_nothing(on_cluster, tiny_config,
     assert folds_script.read_text() in printed and aggregate_script.read_text() in printed
     for line in ("#SBATCH --array=0-1%2", "#SBATCH --signal=USR1@90", "#SBATCH --requeue", "#SBATCH --open-mode=append",
                  "#SBATCH --cpus-per-task=1", "#SBATCH --time=00:15:00", f"#SBATCH --output={run_dir}/slurm/folds-%A_%a.out",
-                 f"-m experiments.runner.executors.worker {run_dir} \\\n", '--task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task 2\n'):
+                 "srun --export=ALL --ntasks=1 --cpus-per-task=1", f"-m experiments.runner.executors.worker {run_dir} \\\n",
+                 '--task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task 2 --max-requeues 3\n'):
         assert line in folds_script.read_text(), line
-    assert f"-m experiments.runner.executors.worker {run_dir} --aggregate" in aggregate_script.read_text()
+    assert "--mem" not in folds_script.read_text() and "--account" not in folds_script.read_text()  # cluster defaults
+    aggregate_text = aggregate_script.read_text()
+    assert f"-m experiments.runner.executors.worker {run_dir} --aggregate" in aggregate_text
+    assert "#SBATCH --time=00:30:00" in aggregate_text and "--partition" not in aggregate_text and "gpu" not in aggregate_text
     assert f"sbatch --dependency=afterany:${{array%%;*}} {aggregate_script}" in printed
 
     assert on_cluster.run("squeue", "-h") == ""  # nothing submitted
@@ -112,7 +136,7 @@ def interrupt_second_fold(cluster: SlurmCluster, run_dir: Path, task: str, first
     interrupt()
     assert not (folds / f"fold_{second:03d}.csv").exists(), f"fold {second} finished before it was interrupted"
     cluster.wait_for(f"{task} to be requeued", lambda: cluster.job(task)["JobState"] == "PENDING", timeout=60, every=0.5)
-    cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")
+    cluster.start_now(task)
 
 
 @pytest.mark.slurm
@@ -146,3 +170,104 @@ def test_interrupted_array_tasks_resume_and_pool_like_a_local_run(on_cluster, ti
     assert json.loads((run_dir / "metrics.json").read_text()) == json.loads((tmp_path / "local" / "metrics.json").read_text())
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "predictions.csv"),
                                   pd.read_csv(tmp_path / "local" / "predictions.csv"), check_exact=True)
+
+
+# Imported first by every Python of a job step whose PYTHONPATH starts with its folder: one line of what
+# that process sees (a --setup export, the step, the GPUs), without importing anything of the suite.
+SETUP_PROBE = """import os, sys
+print(f"setup-probe: MER_SETUP_PROBE={os.environ.get('MER_SETUP_PROBE')} step={os.environ.get('SLURM_STEP_ID')} "
+      f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES')}", file=sys.stderr, flush=True)
+"""
+
+
+def submitted_jobs(cluster: SlurmCluster) -> dict[str, str]:
+    """Job name -> job id of the jobs in the queue (an array by its array id)."""
+    return dict(line.split() for line in cluster.run("squeue", "-h", "-o", "%j %F").splitlines())
+
+
+def cancel_and_wait(cluster: SlurmCluster, *job_ids: str) -> None:
+    cluster.run("scancel", *job_ids)
+    cluster.wait_for("the cancelled jobs to end", lambda: not cluster.run("squeue", "-h"), timeout=60)
+
+
+@pytest.mark.slurm
+def test_cluster_options_setup_lines_and_step_gpus_reach_the_tasks(on_cluster, tiny_config, tmp_path):
+    """One launch on the fake-GPU cluster (4 GPUs): two tasks of --gpus-per-task 2 at once. Every option
+    reaches the job SLURM runs (scontrol), the --setup exports reach the Python of the job step although
+    --export=NONE keeps the submitting shell's environment out, each worker spreads its folds over the
+    2 GPUs its step was given, the tasks' GPUs differ, and the aggregation job has its own partition,
+    time and memory and no GPU. The tasks are cancelled once they have reported (nothing GPU runs)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(SETUP_PROBE)
+    run_dir = tmp_path / "run"
+    mer_loso(tiny_config, run_dir, "--launcher", "slurm", "--cpus-per-task", "1", "--folds-per-task", "2",
+             "--gpus-per-task", "2", "--partition", "debug", "--mem", "100M", "--constraint", FEATURE,
+             "--account", "mer-account", "--qos", "normal",
+             "--sbatch-option", "comment=mer-extra-line", "--sbatch-option", "export=NONE",
+             "--setup", f'export PYTHONPATH={probe}:"$PYTHONPATH"', "--setup", "export MER_SETUP_PROBE=seen",
+             "--aggregate-partition", "cpu", "--aggregate-time", "00:05:00", "--aggregate-mem", "50M")
+    assert "#SBATCH --qos=normal" in (run_dir / "slurm" / "folds.sbatch").read_text()  # accepted; no QOS table here
+    jobs = submitted_jobs(on_cluster)
+    array_id, aggregate_id = jobs["mer-run"], jobs["mer-run-aggregate"]
+    logs = [run_dir / "slurm" / f"folds-{array_id}_{i}.out" for i in (0, 1)]
+
+    def reported(log: Path) -> bool:
+        text = log.read_text() if log.is_file() else ""
+        return "setup-probe:" in text and "worker: folds" in text
+
+    try:
+        on_cluster.wait_for("both tasks' workers to report", lambda: all(map(reported, logs)), timeout=120)
+        given = []
+        for i, log in enumerate(logs):
+            job = on_cluster.job(f"{array_id}_{i}", details=True)
+            assert (job["Comment"], job["MinMemoryNode"], job["Features"], job["Account"], job["Partition"],
+                    job["TresPerTask"]) == ("mer-extra-line", "100M", FEATURE, "mer-account", "debug", "gres:gpu:2"), job
+            gpus = gres_indices(job["GRES"])
+            lines = log.read_text().splitlines()
+            assert f"worker: folds {2 * i}-{2 * i + 1} of {run_dir.resolve()}, GPUs {','.join(map(str, gpus))}, " \
+                   "requeued 0 time(s)" in lines, log.read_text()
+            probes = [line for line in lines if line.startswith("setup-probe:")]
+            assert f"setup-probe: MER_SETUP_PROBE=seen step=0 gpus={','.join(map(str, gpus))}" in probes, probes
+            given.append(gpus)
+        assert len(given[0]) == len(given[1]) == 2 and not set(given[0]) & set(given[1]), given
+
+        aggregate = on_cluster.job(aggregate_id)
+        assert (aggregate["Partition"], aggregate["TimeLimit"], aggregate["MinMemoryNode"], aggregate["NumCPUs"],
+                aggregate["Account"]) == ("cpu", "00:05:00", "50M", "1", "mer-account"), aggregate
+        assert "TresPerTask" not in aggregate and aggregate.get("Comment") != "mer-extra-line", aggregate
+    finally:
+        cancel_and_wait(on_cluster, array_id, aggregate_id)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_fold_that_cannot_finish_within_the_time_limit_fails_after_max_requeues(on_cluster, tiny_config, tmp_path):
+    """--time 1 (minute) for a fold of 100000 epochs (as for an epoch longer than the time limit): SLURM's
+    USR1 requeues the task every attempt (Lightning's handler during fit, the worker's before and between
+    Trainers); after --max-requeues 1 the third start fails at once with one line naming the fold and
+    what to change, instead of requeueing forever."""
+    run_dir = tmp_path / "run"
+    mer_main(["loso", "--config", str(tiny_config), "--trainer.max_epochs", "100000", "--output", str(run_dir),
+              "--folds", "0", "--threads-per-fold", "1", "--wandb", "disabled", "--launcher", "slurm",
+              "--cpus-per-task", "1", "--time", "1", "--max-requeues", "1"])
+    jobs = submitted_jobs(on_cluster)
+    task, aggregate_id = f"{jobs['mer-run']}_0", jobs["mer-run-aggregate"]
+
+    def task_ended() -> dict[str, str] | None:
+        job = on_cluster.job(task)
+        if job["JobState"] == "PENDING" and job["Restarts"] != "0":  # requeued: start again now, not in 2 min
+            on_cluster.start_now(task)
+        return job if job["JobState"] in TERMINAL else None
+
+    try:
+        job = on_cluster.wait_for(f"{task} to end", task_ended, timeout=300)
+    finally:
+        cancel_and_wait(on_cluster, jobs["mer-run"], aggregate_id)
+    log = (run_dir / "slurm" / f"folds-{jobs['mer-run']}_0.out").read_text()
+    assert (job["JobState"], job["Restarts"]) == ("FAILED", "2"), f"{job}\n{log}"
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, log
+    assert "fold 0 (subject" in errors[0] and "after 2 requeues (--max-requeues 1;" in errors[0], errors
+    assert "longer --time" in errors[0] and "fewer --folds-per-task" in errors[0], errors
+    assert not (run_dir / "folds" / "fold_000.csv").exists()

@@ -14,7 +14,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import subprocess
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from ..jobs import Job, pending_jobs
 from ..jobs.fold_group_job import HOST_WORKERS
 from ..options import LocalExecutor, parse_devices
 from ..run_plan import RunPlan, is_rank_zero
+from .requeue import requeue_on_usr1
 
 ATTEMPTS = 2  # a crashed fold is retried once
 
@@ -58,7 +58,7 @@ def fold_bar(folds: list[int], done: int) -> tqdm:
 
 def run_sequential(plan: RunPlan, folds: list[int], jobs: list[Job]) -> None:
     """Every job in this process, one after another."""
-    requeue_between_folds()
+    requeue_on_usr1()  # between two folds (no Trainer, so no Lightning handler) USR1 still requeues the task
     with fold_bar(folds, len(folds) - sum(len(job.folds) for job in jobs)) as bar:
         for job in jobs:
             job.run(plan, report=bar.set_postfix_str)
@@ -154,21 +154,6 @@ def stop(running: dict[str, tuple[BaseProcess, Job]]) -> None:
         if process.exitcode is None:
             process.kill()
             process.join()
-
-
-def requeue_between_folds() -> None:
-    """Under SLURM, a USR1 that arrives between two folds (no Trainer, so no Lightning handler) requeues
-    the task as Lightning's handler would; while a Trainer runs, Lightning's handler answers it
-    (``jobs.trainer_calls.lightning_answers_requeue``)."""
-    if not on_slurm():
-        return
-    job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job_id = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ["SLURM_JOB_ID"]
-
-    def requeue(signum: int, frame: object) -> None:
-        subprocess.run(["scontrol", "requeue", job_id], check=False)
-
-    signal.signal(signal.SIGUSR1, requeue)
 
 
 def survive_requeue_signal() -> None:

@@ -4,9 +4,12 @@ Array task ``i`` runs the fold worker on chunk ``i`` of the run's selected folds
 folds; with several GPUs the worker spreads them over the task's devices). ``--signal=USR1@90`` lets
 Lightning's ``SLURMEnvironment(auto_requeue=True)`` save a checkpoint and requeue the task before its
 time limit; ``--requeue`` lets a preempted task be requeued as well, and a requeued fold continues
-from its own last checkpoint. ``--open-mode=append`` keeps one log per task across restarts. The
-aggregation job waits ``afterany`` on the whole array, so it also runs when folds failed, and then
-names them.
+from its own last epoch-end checkpoint; a task requeued more than ``--max-requeues`` times fails with
+one line instead (``executors.requeue``). ``--open-mode=append`` keeps one log per task across
+restarts. The aggregation job (its own partition, time and memory: ``--aggregate-*``, one CPU, no GPU)
+waits ``afterany`` on the whole array, so it also runs when folds failed, and then names them. Every
+script runs the ``--setup`` lines before its step; ``--account``/``--qos`` go to every job, the other
+resources and ``--sbatch-option`` lines to the array.
 
 The scripts are plain sbatch files in ``RUN_DIR/slurm/`` (the task logs go there too), written and
 printed also by ``--dry-run``, which submits nothing, so users can read, adapt and submit them.
@@ -20,6 +23,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import experiments
 from datamodules.errors import MERError
@@ -32,7 +36,8 @@ SLURM_DIR = "slurm"
 FOLDS_SCRIPT = "folds.sbatch"
 AGGREGATE_SCRIPT = "aggregate.sbatch"
 SEEDS_SUMMARY_SCRIPT = "seeds_summary.sbatch"
-AGGREGATE_TIME = "00:30:00"  # our choice: pooling reads the fold CSVs and plots once, minutes at most
+USR1_GUARD = "usr1-ignored-until-answered"  # $0 of the step's `bash -c`: names what it is for in ps and logs
+REQUEUE_SIGNAL_S = 90  # our choice: Lightning's checkpoint of a fold takes seconds; SLURM may signal 30 s earlier
 REPO_ROOT = Path(experiments.__file__).resolve().parents[1]
 
 
@@ -40,16 +45,16 @@ def n_tasks(n_folds: int, folds_per_task: int) -> int:
     return math.ceil(n_folds / folds_per_task)
 
 
-def _directives(run_dir: Path, options: SlurmOptions, job_name: str, log_name: str, time: str, cpus: int) -> list[str]:
-    """The #SBATCH lines both scripts share (None-valued options are left to the cluster's defaults)."""
+def _directives(folder: Path, options: SlurmOptions, job_name: str, log_name: str, resources: dict[str, Any]) -> list[str]:
+    """The #SBATCH lines of every script: name, log, account and QOS around the job's `resources`
+    (None-valued options are left to the cluster's defaults)."""
     values = {
         "job-name": job_name,
-        "partition": options.partition,
-        "time": time,
-        "ntasks": 1,
-        "cpus-per-task": cpus,
+        **resources,
+        "account": options.account,
+        "qos": options.qos,
         "chdir": Path.cwd(),
-        "output": run_dir / SLURM_DIR / log_name,
+        "output": folder / SLURM_DIR / log_name,
         "open-mode": "append",
     }
     return [f"#SBATCH --{key}={shlex.quote(str(value))}" for key, value in values.items() if value is not None]
@@ -59,58 +64,71 @@ def _worker(run_dir: Path, *args: str) -> str:
     return shlex.join([sys.executable, "-m", "experiments.runner.executors.worker", str(run_dir), *args])
 
 
-def _job_environment() -> list[str]:
+def _job_environment(options: SlurmOptions) -> list[str]:
     """Make the suite importable wherever the job starts (a clone that is not pip-installed); the job
     starts its own wandb service (sbatch exports the submitting shell's ``WANDB_SERVICE``, a socket of
-    the submitting machine)."""
-    return [f'export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"', "unset WANDB_SERVICE"]
+    the submitting machine); then the user's ``--setup`` lines."""
+    setup = ["# set-up lines (--setup)", *options.setup] if options.setup else []
+    return [f'export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"', "unset WANDB_SERVICE", *setup]
 
 
-def array_script(folder: Path, options: SlurmOptions, comments: list[str], log_name: str, tasks: int,
-                 extra_directives: list[str], command: str) -> str:
-    """An sbatch array of `tasks` tasks (``options``' resources), each running `command` as one srun step
-    with ``$SLURM_ARRAY_TASK_ID`` set; `comments` head the script."""
+def array_script(folder: Path, options: SlurmOptions, comments: list[str], log_name: str, tasks: int, command: str) -> str:
+    """An sbatch array of `tasks` requeueable tasks (``options``' resources and ``--sbatch-option`` lines),
+    each running `command` as one srun step with ``$SLURM_ARRAY_TASK_ID`` set; `comments` head the script."""
     parallel = f"%{options.array_parallelism}" if options.array_parallelism else ""
+    resources = {"partition": options.partition, "time": options.time, "ntasks": 1, "cpus-per-task": options.cpus_per_task,
+                 "gpus-per-task": options.gpus_per_task or None, "mem": options.mem, "constraint": options.constraint}
     lines = [
         "#!/bin/bash",
         *(f"# {line}" for line in comments),
-        *_directives(folder, options, _job_name(folder), log_name, options.time, options.cpus_per_task),
+        *_directives(folder, options, _job_name(folder), log_name, resources),
         f"#SBATCH --array=0-{tasks - 1}{parallel}",
-        *([f"#SBATCH --gpus-per-task={options.gpus_per_task}"] if options.gpus_per_task else []),
-        *extra_directives,
-        *_job_environment(),
-        # srun makes the task a job step (the one signals reach); Slurm 22.05's srun needs its CPUs restated.
-        f"srun --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n    {command}",
+        f"#SBATCH --signal=USR1@{REQUEUE_SIGNAL_S}",
+        "#SBATCH --requeue",
+        *options.sbatch_lines(),
+        *_job_environment(options),
+        # srun makes the task a job step (the one signals and GPUs are given to); Slurm 22.05's srun needs
+        # its CPUs restated; --export=ALL: the step gets this script's environment also under --export=NONE.
+        # USR1 is ignored until the worker answers it (a short task can get it while Python starts).
+        f"srun --export=ALL --ntasks=1 --cpus-per-task={options.cpus_per_task} \\\n"
+        f"    bash -c 'trap \"\" USR1; exec \"$@\"' {USR1_GUARD} \\\n    {command}",
     ]
     return "\n".join(lines) + "\n"
 
 
 def follow_up_script(folder: Path, options: SlurmOptions, comments: list[str], name: str, command: str) -> str:
-    """A one-CPU job (``AGGREGATE_TIME``) that runs `command` once the array it follows has ended."""
+    """A one-CPU job (``--aggregate-partition``/``--aggregate-time``/``--aggregate-mem``, no GPU) that
+    runs `command` once the array it follows has ended."""
+    resources = {"partition": options.aggregate_partition, "time": options.aggregate_time, "ntasks": 1,
+                 "cpus-per-task": 1, "mem": options.aggregate_mem}
     lines = [
         "#!/bin/bash",
         *(f"# {line}" for line in comments),
-        *_directives(folder, options, f"{_job_name(folder)}-{name}", f"{name}-%j.out", AGGREGATE_TIME, 1),
-        *_job_environment(),
+        *_directives(folder, options, f"{_job_name(folder)}-{name}", f"{name}-%j.out", resources),
+        *_job_environment(options),
         command,
     ]
     return "\n".join(lines) + "\n"
 
 
+def requeue_comments(options: SlurmOptions) -> list[str]:
+    return [f"USR1 {REQUEUE_SIGNAL_S} s before the time limit: Lightning checkpoints and requeues the task; a task",
+            f"requeued (time limit or preemption) more than {options.max_requeues} times (--max-requeues) fails instead."]
+
+
 def folds_script(run_dir: Path, folds: list[int], options: LosoOptions) -> str:
     """The array script: one task per chunk of ``--folds-per-task`` folds."""
     slurm = options.slurm
-    # The task's GPUs are those SLURM lists in CUDA_VISIBLE_DEVICES (expanded when the task starts).
-    gpus = f' --devices "$CUDA_VISIBLE_DEVICES" --folds-per-device {options.local.folds_per_device}' if slurm.gpus_per_task else ""
+    # The task's GPUs are read inside its job step (what SLURM gives the step), not in this script.
+    gpus = f" --step-gpus --folds-per-device {options.local.folds_per_device}" if slurm.gpus_per_task else ""
     if options.batching.size is not None:  # the task's chunk of folds is trained in fold groups
         gpus += f" --fold-batch {shlex.quote(options.batching.fold_batch)}"
     comments = [f"mer loso fold tasks: folds {format_folds(folds)} of {run_dir}, {slurm.folds_per_task} per array task.",
-                "USR1 90 s before the time limit: Lightning checkpoints and requeues the task; a requeued",
-                "or preempted fold continues from its own last checkpoint."]
+                *requeue_comments(slurm), "A requeued fold continues from its own last epoch-end checkpoint."]
     command = (f"{_worker(run_dir)} \\\n"
-               f'    --task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task {slurm.folds_per_task}{gpus}')
-    return array_script(run_dir, slurm, comments, "folds-%A_%a.out", n_tasks(len(folds), slurm.folds_per_task),
-                        ["#SBATCH --signal=USR1@90", "#SBATCH --requeue"], command)
+               f'    --task-index "$SLURM_ARRAY_TASK_ID" --folds-per-task {slurm.folds_per_task}{gpus} '
+               f"--max-requeues {slurm.max_requeues}")
+    return array_script(run_dir, slurm, comments, "folds-%A_%a.out", n_tasks(len(folds), slurm.folds_per_task), command)
 
 
 def aggregate_script(run_dir: Path, options: SlurmOptions) -> str:

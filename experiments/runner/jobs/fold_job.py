@@ -114,7 +114,10 @@ def resume_point(paths: FoldPaths) -> Path | None:
     """The fold's epoch-end checkpoint to resume from; anything else of an earlier attempt is removed.
 
     Lightning's mid-epoch ``hpc_ckpt_*`` (written on SLURM's requeue signal) are discarded: a
-    resumed epoch restarts from its beginning so that the fold stays exact.
+    resumed epoch restarts from its beginning so that the fold stays exact (Lightning would restore the
+    epoch's batch counter, but neither a plain DataLoader's position in its shuffled order nor the
+    mid-epoch state of the dropout and augmentation random streams). An epoch longer than the time
+    limit therefore never ends; the workers' ``--max-requeues`` turns that into one failure line.
     """
     if not is_rank_zero():
         return paths.last_ckpt if paths.last_ckpt.is_file() else None

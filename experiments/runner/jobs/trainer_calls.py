@@ -27,7 +27,7 @@ def interrupts_as_keyboard_interrupt(trainer: L.Trainer) -> Iterator[None]:
 @contextlib.contextmanager
 def lightning_answers_requeue() -> Iterator[None]:
     """While a Trainer runs, Lightning's SLURM handler answers USR1 (it installs itself only over the
-    default handler); before and after, the executor's own handler does (``executors.local.requeue_between_folds``)."""
+    default handler); before and after, the executor's own handler does (``executors.requeue.requeue_on_usr1``)."""
     previous = signal.getsignal(signal.SIGUSR1)
     if not callable(previous):
         yield
