@@ -11,7 +11,8 @@ is the whole random state and a killed group resumes exactly from its last epoch
 
 Outputs per fold are those of a sequential job (``folds/fold_00k.json`` then ``folds/fold_00k.csv``,
 predictions of its last weights); the group's directory ``folds/group_<folds>/`` holds
-``group.json`` (its folds), ``last.ckpt`` and CSV logs (per-fold training loss). A rerun reuses a
+``group.json`` (its folds), ``last.ckpt`` (``previous.ckpt``: the one before, see ``runner.checkpoints``)
+and CSV logs (per-fold training loss). A rerun reuses a
 group that has a checkpoint, so the folds it trains do not depend on how ``auto`` sizes groups
 then. Per-fold W&B runs are not written by this executor (the pooled run is, by the aggregation).
 """
