@@ -17,7 +17,7 @@ from datamodules.errors import MERError
 from lightning_modules.fold_batch_module import fold_state_from_group
 
 from ..atomic_files import damaged, read_json
-from ..runner.checkpoints import UnreadableCheckpoint, checkpoint_epoch
+from ..runner.checkpoints import UnreadableCheckpoint, check_integrity
 from ..runner.paths import FoldPaths, GroupPaths
 from ..runner.run_plan import FOLD_PLAN, FOLD_PLAN_REMEDY, PROBE_TRAINER, RunPlan, fold_plan_difference, instantiate
 
@@ -97,7 +97,7 @@ def load_weights(model: torch.nn.Module, path: Path, position: int | None) -> No
     """The checkpoint's weights of the fold into `model` (all keys must fit); `position`: the fold's
     slice of a fold group's stacked tensors (``lightning_modules.fold_batch_module.fold_state_from_group``)."""
     try:
-        checkpoint_epoch(path)
+        check_integrity(path)
     except UnreadableCheckpoint as err:
         raise damaged(path, str(err), "mer probe needs the weights that predicted the fold: train it again (delete "
                       "its folds/fold_00k.csv, .json and folder, then rerun the run's mer loso command)") from None

@@ -77,24 +77,34 @@ class UnreadableCheckpoint(Exception):
     """A checkpoint that cannot be resumed from (message: why, in a few words)."""
 
 
-def checkpoint_epoch(path: Path) -> int:
-    """The epoch of the whole, readable Lightning checkpoint `path`; else :class:`UnreadableCheckpoint`.
-
-    Every stored entry is checked against its CRC-32 first: ``torch.load`` would not notice flipped bytes in
-    the weights (it maps the tensors as they are)."""
+def check_integrity(path: Path) -> None:
+    """Raise :class:`UnreadableCheckpoint` unless `path` is a whole checkpoint file: a zip archive whose every
+    entry matches its stored CRC-32 (``torch.load`` would not notice flipped bytes in the weights: it maps
+    the tensors as they are)."""
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-        if damaged is not None:
-            raise UnreadableCheckpoint(f"{damaged} fails its CRC check")
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        raise UnreadableCheckpoint(_why(err)) from None
+    if damaged is not None:
+        raise UnreadableCheckpoint(f"{damaged} fails its CRC check")
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch of the whole (:func:`check_integrity`), readable Lightning checkpoint `path`; else
+    :class:`UnreadableCheckpoint`."""
+    check_integrity(path)
+    try:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except UnreadableCheckpoint:
-        raise
-    except Exception as err:  # noqa: BLE001 - whatever the reader trips over, the file cannot be resumed from
-        raise UnreadableCheckpoint(f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from None
+    except Exception as err:  # whatever the unpickler trips over, the file cannot be resumed from
+        raise UnreadableCheckpoint(_why(err)) from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "epoch"} <= set(checkpoint):
         raise UnreadableCheckpoint("not a Lightning checkpoint")
     return int(checkpoint["epoch"])
+
+
+def _why(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
 
 
 def resume_checkpoint(root: TrainerRoot, name: str) -> Path | None:
@@ -125,6 +135,7 @@ def resume_checkpoint(root: TrainerRoot, name: str) -> Path | None:
 
 
 def warn(line: str) -> None:
+    """A ``warning:`` line on stderr (the run goes on)."""
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 

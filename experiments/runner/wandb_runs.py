@@ -154,6 +154,7 @@ def pooled_run_holds(plan: RunPlan, run_dir: Path, summary: dict[str, float]) ->
 def remember_pooled(plan: RunPlan, run_dir: Path, summary: dict[str, float]) -> None:
     """Record that the run directory's 'pooled' run holds `summary` (see :func:`pooled_run_holds`)."""
     if sweep_trial() is None:
+        (run_dir / "wandb").mkdir(exist_ok=True)
         write_json(run_dir / "wandb" / POOLED_RECORD, _pooled_record(plan, summary))
 
 

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from datamodules.errors import MERError
+from experiments.audit.checks import audit_run
 from experiments.main import mer_main
+from experiments.probe.extract import load_weights
 from experiments.runner.jobs.fold_group_job import started_groups
 from experiments.runner.planning import _check_same_fold_plan
 from experiments.runner.run_plan import FOLD_PLAN, RunConfig, RunPlan, check_fold_plan
@@ -156,3 +159,26 @@ def test_damaged_sweep_journal(tmp_path: Path) -> None:
     journal.write_text("\n".join([*lines[:2], lines[2][:12] + "garbage", *lines[3:]]) + "\n")
     with pytest.raises(MERError, match=rf"^{journal} is damaged .*; restore it, or delete it to start the study again"):
         open_study(tmp_path, spec, seed=0)
+
+
+def test_audit_names_a_damaged_fold_file_as_a_failed_check(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    planned_run(run_dir)
+    folds = pd.concat(pd.read_csv(run_dir / "folds" / f"fold_{k:03d}.csv") for k in (0, 1))
+    folds.to_csv(run_dir / "predictions.csv", index=False)
+    (run_dir / "metrics.json").write_text(json.dumps({"uf1": 0.5}))
+    (run_dir / "folds" / "fold_001.csv").write_bytes(b'sample_id,subject\n"unclosed')
+    check = next(c for c in audit_run(run_dir).checks if c.name == "pooled = fold files")
+    assert not check.passed and check.reason.startswith("folds/fold_001.csv unreadable (ParserError: ")
+
+
+def test_probe_names_a_damaged_checkpoint(tmp_path: Path) -> None:
+    """Flipped bytes in the stored weights: torch.load would read them; the probe refuses the file."""
+    model, path = torch.nn.Linear(8, 3), tmp_path / "last.ckpt"
+    torch.save({"state_dict": model.state_dict(), "epoch": 0}, path)
+    data = bytearray(path.read_bytes())
+    start = data.index(model.weight.detach().numpy().tobytes()[:16])
+    data[start:start + 8] = bytes(b ^ 0xFF for b in data[start:start + 8])
+    path.write_bytes(bytes(data))
+    with pytest.raises(MERError, match=rf"^{path} is damaged \(.*fails its CRC check\); mer probe needs the weights"):
+        load_weights(torch.nn.Linear(8, 3), path, None)
