@@ -15,7 +15,6 @@ waits while other trials run, so it can take over one whose worker dies.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
@@ -64,10 +63,14 @@ class SweepSettings:
 
     @classmethod
     def load(cls, output: Path) -> SweepSettings:
+        path = output / SETTINGS
+        if not path.is_file():
+            raise MERError(f"{output} is not a mer sweep output directory (no {SETTINGS}): give the --output of mer sweep")
+        remedy = "delete it and rerun the same mer sweep command (it writes the settings again)"
         try:
-            return cls(**json.loads((output / SETTINGS).read_text()))
-        except (OSError, ValueError, TypeError) as err:
-            raise MERError(f"{output} is not a mer sweep output directory ({SETTINGS} unreadable: {err})") from None
+            return cls(**read_json(path, remedy))
+        except TypeError as err:  # keys of another version
+            raise damaged(path, err, remedy) from None
 
     def save(self, output: Path) -> None:
         write_json(output / SETTINGS, asdict(self))

@@ -19,8 +19,9 @@ from experiments.runner.jobs.fold_group_job import started_groups
 from experiments.runner.planning import _check_same_fold_plan
 from experiments.runner.run_plan import FOLD_PLAN, RunConfig, RunPlan, check_fold_plan
 from experiments.studies import read_record
+from experiments.sweep.setup import check_output
 from experiments.sweep.spec import load_spec
-from experiments.sweep.study import open_study, read_pooled
+from experiments.sweep.study import SweepSettings, open_study, read_pooled
 from experiments.sweep.summary import trial_scores
 from tests.conftest import run_in_process
 
@@ -147,6 +148,21 @@ def test_damaged_sweep_trial_and_study_records(tmp_path: Path) -> None:
         measures.write_text(text)
         with pytest.raises(MERError, match=rf"^{measures} is damaged .*; delete it and rerun the same mer study command"):
             read_record(measures.parent)
+
+
+def test_damaged_sweep_settings(tmp_path: Path) -> None:
+    settings = tmp_path / "sweep.json"
+    for text in ('{"trials": 3, "wand', '{"trials": 3, "surprise": 1}', '[3]'):
+        settings.write_text(text)
+        with pytest.raises(MERError, match=rf"^{settings} is damaged .*; delete it and rerun the same mer sweep command"):
+            SweepSettings.load(tmp_path)
+
+
+def test_damaged_sweep_spec_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "spec.yaml"
+    copy.write_text("method: grid\nparameters: [unclosed")
+    with pytest.raises(MERError, match=rf"^{copy} is damaged \(YAML: .* at line 2\); copy the spec the study was started with"):
+        check_output(load_spec(Path("configs/sweeps/medn_lambda_au.yaml")), tmp_path, [])
 
 
 def test_damaged_sweep_journal(tmp_path: Path) -> None:

@@ -278,6 +278,8 @@ def test_aggregate_only_logs_to_the_one_pooled_wandb_run(finished_run, tmp_path)
     reference, _ = finished_run
     run_dir = tmp_path / "pooled"
     shutil.copytree(reference, run_dir)
+    settings = json.loads((run_dir / "run.json").read_text())  # as pooled first (a rerun above may have disabled W&B)
+    (run_dir / "run.json").write_text(json.dumps({**settings, "wandb": "offline"}))
     pooled_id = RunPlan.load(run_dir).group + "-pooled"
 
     def pooled_folders() -> list[str]:
