@@ -14,7 +14,7 @@ Output directory::
     fold_plan.json                 every fold's train/val/test subjects and test samples (a rerun must match)
     folds/fold_007.csv             predictions of a finished fold (a rerun skips it)
     folds/fold_007.json            which weights predicted it and why (last epoch or inner-validation checkpoint)
-    folds/fold_007/                its CSV logs (logs/version_*/), last.ckpt (resume point)
+    folds/fold_007/                its CSV logs (logs/version_*/), last.ckpt (resume point), previous.ckpt
     wandb/                         offline W&B runs (one per fold + one 'pooled'), `wandb sync`
     predictions.csv  metrics.json  confusion_matrix.png
 

@@ -98,8 +98,15 @@ def check_pooled_files(run: RunFiles) -> Check:
     missing = [f"folds/{path.name} missing" for path in paths if not path.is_file()]
     if missing:
         return verdict(name, missing, "")
-    folds = pd.concat([read_predictions(path) for path in paths], ignore_index=True)
-    difference = first_difference(run.predictions, folds)
+    tables, unreadable = [], []
+    for path in paths:
+        try:
+            tables.append(read_predictions(path))
+        except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
+            unreadable.append(f"folds/{path.name} unreadable ({type(err).__name__}: {' '.join(str(err).split())})")
+    if unreadable:
+        return verdict(name, unreadable, "")
+    difference = first_difference(run.predictions, pd.concat(tables, ignore_index=True))
     return verdict(name, [f"predictions.csv differs from the fold files: {difference}"] if difference else [],
                    f"predictions.csv is the concatenation of the {len(paths)} fold files")
 

@@ -16,8 +16,10 @@ from torch.utils.data import ConcatDataset, DataLoader
 from datamodules.errors import MERError
 from lightning_modules.fold_batch_module import fold_state_from_group
 
+from ..atomic_files import damaged, read_json
+from ..runner.checkpoints import UnreadableCheckpoint, check_integrity
 from ..runner.paths import FoldPaths, GroupPaths
-from ..runner.run_plan import FOLD_PLAN, PROBE_TRAINER, RunPlan, fold_plan_difference, instantiate
+from ..runner.run_plan import FOLD_PLAN, FOLD_PLAN_REMEDY, PROBE_TRAINER, RunPlan, fold_plan_difference, instantiate
 
 # The Trainer is only built, never run: a run trained on GPUs (or in mixed precision) is probed anywhere.
 BUILD_ONLY = {**PROBE_TRAINER, "enable_checkpointing": False, "accelerator": "cpu", "devices": 1, "num_nodes": 1,
@@ -95,6 +97,11 @@ def load_weights(model: torch.nn.Module, path: Path, position: int | None) -> No
     """The checkpoint's weights of the fold into `model` (all keys must fit); `position`: the fold's
     slice of a fold group's stacked tensors (``lightning_modules.fold_batch_module.fold_state_from_group``)."""
     try:
+        check_integrity(path)
+    except UnreadableCheckpoint as err:
+        raise damaged(path, str(err), "mer probe needs the weights that predicted the fold: train it again (delete "
+                      "its folds/fold_00k.csv, .json and folder, then rerun the run's mer loso command)") from None
+    try:
         state = read_state_dict(path)
         if position is not None:
             state = fold_state_from_group(state, list(model.state_dict()), position)
@@ -119,7 +126,8 @@ def check_against_fold_plan(run_dir: Path, datamodule) -> None:
     path = run_dir / FOLD_PLAN
     if not path.is_file():
         return
-    difference = fold_plan_difference(json.loads(path.read_text()), json.loads(json.dumps(datamodule.fold_plan_record())))
+    saved = read_json(path, FOLD_PLAN_REMEDY, keys=("folds",))
+    difference = fold_plan_difference(saved, json.loads(json.dumps(datamodule.fold_plan_record())))
     if difference:
         raise MERError(f"{path}: the config now makes other folds ({difference}); probe with the code version "
                        "that trained the run")

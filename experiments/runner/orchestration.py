@@ -5,6 +5,7 @@ jobs with the executor the options ask for (this machine, or a SLURM array), the
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def execute(run_dir: Path, plan: RunPlan, options: LosoOptions, resume: str | No
         missing = missing_folds(run_dir, plan)
         print(f"\ninterrupted: {plan.n_folds - len(missing)} of {plan.n_folds} folds finished; a fold in training "
               f"resumes from its last finished epoch. Finish with: "
-              f"{resume or finish_command(run_dir, plan, missing, options.executor_arguments())}")
+              f"{resume or finish_command(run_dir, plan, missing, options.executor_arguments())}", file=sys.stderr)
         raise SystemExit(130) from None
     if not is_rank_zero():  # the other ranks of a multi-device fold: rank 0 reports and pools
         return None

@@ -11,18 +11,17 @@ test samples (written before any training; a rerun whose plan differs is refused
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from datamodules.errors import MERError
 
-from ..atomic_files import write_json
+from ..atomic_files import damaged, read_json, write_json
 from .fold_selection import parse_folds
 from .jobs.fold_group_job import check_fold_batch
 from .jobs.weight_selection import check_weight_selection
 from .options import LosoOptions
-from .run_plan import FOLD_PLAN, MAX_SEED, PROBE_TRAINER, RunConfig, RunPlan, config_differences, fold_plan_difference, \
+from .run_plan import FOLD_PLAN, FOLD_PLAN_REMEDY, MAX_SEED, PROBE_TRAINER, RunConfig, RunPlan, config_differences, fold_plan_difference, \
     instantiate, is_rank_zero
 
 
@@ -87,13 +86,9 @@ def _check_same_fold_plan(run_dir: Path, fold_plan: dict[str, Any]) -> None:
     path = run_dir / FOLD_PLAN
     if not path.is_file():
         return
-    try:
-        previous = json.loads(path.read_text())
-        if not isinstance(previous, dict) or not isinstance(previous.get("folds"), list) or \
-                not all(isinstance(fold, dict) for fold in previous["folds"]):
-            raise ValueError("not a fold plan object with a list of fold objects")
-    except (OSError, ValueError) as err:
-        raise MERError(f"{path} is unreadable ({err}); use another --output or delete that directory") from None
+    previous = read_json(path, FOLD_PLAN_REMEDY, keys=("folds",))
+    if not isinstance(previous["folds"], list) or not all(isinstance(fold, dict) for fold in previous["folds"]):
+        raise damaged(path, "not a list of fold objects", FOLD_PLAN_REMEDY)
     difference = fold_plan_difference(previous, fold_plan)
     if difference:
         raise MERError(f"{run_dir} was planned with other folds ({FOLD_PLAN}: {difference}); its finished folds would "

@@ -16,15 +16,16 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from ..atomic_files import atomic_write_csv, write_json
+from ..atomic_files import atomic_write_csv, damaged, write_json
 from ..audit.checks import audit_run
+from ..audit.run_files import PREDICTION_COLUMNS
 from ..metrics import pooled_metrics
 from ..plots import plot_confusion_matrix
 from .fold_selection import format_folds
 from .options import WandbOptions
 from .paths import FoldPaths
 from .run_plan import RunPlan
-from .wandb_runs import pooled_run
+from .wandb_runs import pooled_run, pooled_run_holds, remember_pooled
 
 
 def missing_folds(run_dir: Path, plan: RunPlan) -> list[int]:
@@ -61,8 +62,9 @@ def aggregate(run_dir: Path) -> dict[str, Any] | None:
     if missing:
         print(describe_missing(run_dir, plan, missing))
         return None
-    with FileLock(run_dir / ".aggregate.lock"):
-        metrics = _pool(run_dir, plan)
+    predictions = pd.concat([read_fold(run_dir, plan, k) for k in range(plan.n_folds)], ignore_index=True)
+    with FileLock(run_dir / ".aggregate.lock"):  # finished folds never change: only the writing is locked
+        metrics = _pool(run_dir, plan, predictions)
         audit = audit_run(run_dir)
     print(audit.report())
     if not audit.passed:  # outputs are kept; the failed check is named above and in audit.json
@@ -70,11 +72,43 @@ def aggregate(run_dir: Path) -> dict[str, Any] | None:
     return metrics
 
 
-def _pool(run_dir: Path, plan: RunPlan) -> dict[str, Any]:
-    predictions = pd.concat(
-        [pd.read_csv(FoldPaths(run_dir, k).csv, dtype={"subject": str, "sample_id": str}) for k in range(plan.n_folds)],
-        ignore_index=True,
-    )
+def read_fold(run_dir: Path, plan: RunPlan, k: int) -> pd.DataFrame:
+    """Fold `k`'s predictions (``folds/fold_00k.csv``), checked: the runner's columns, rows of fold `k`
+    only, no empty cell, labels and predictions among the classes; else one line naming the file."""
+    paths = FoldPaths(run_dir, k)
+    remedy = (f"delete it and {paths.record.name} beside it, then rerun: {finish_command(run_dir, plan, [k])} "
+              "(the fold is predicted again)")
+    try:
+        table = pd.read_csv(paths.csv, dtype={"subject": str, "sample_id": str})
+    except (OSError, ValueError) as err:  # pandas' parser errors and EmptyDataError are ValueErrors
+        raise damaged(paths.csv, err, remedy) from None
+    problem = fold_table_problem(table, k, plan.class_names)
+    if problem:
+        raise damaged(paths.csv, problem, remedy)
+    return table
+
+
+def fold_table_problem(table: pd.DataFrame, k: int, class_names: list[str]) -> str | None:
+    """What is wrong with fold `k`'s predictions table, in a few words (None: nothing)."""
+    probabilities = [f"prob_{name}" for name in class_names]
+    missing = [column for column in [*PREDICTION_COLUMNS, *probabilities] if column not in table.columns]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    if table.empty:
+        return "no rows"
+    if table[[*PREDICTION_COLUMNS, *probabilities]].isna().any().any():
+        return "empty cells"
+    if not (table["fold"] == k).all():
+        return "rows of another fold"
+    for column in ("label", "pred"):
+        if not pd.api.types.is_integer_dtype(table[column]) or not table[column].between(0, len(class_names) - 1).all():
+            return f"{column} values outside the {len(class_names)} classes"
+    if not all(pd.api.types.is_numeric_dtype(table[column]) for column in probabilities):
+        return "non-numeric probabilities"
+    return None
+
+
+def _pool(run_dir: Path, plan: RunPlan, predictions: pd.DataFrame) -> dict[str, Any]:
     metrics = pooled_metrics(predictions, plan.class_names)
     metrics.update(class_names=plan.class_names, config=plan.config.values, config_hash=plan.config_hash)
     atomic_write_csv(run_dir / "predictions.csv", predictions)
@@ -108,9 +142,12 @@ def _log_pooled_to_wandb(run_dir: Path, plan: RunPlan, metrics: dict[str, Any]) 
     import wandb  # only where the run logs to W&B (its import takes a while)
 
     summary = wandb_summary(metrics)
+    if pooled_run_holds(plan, run_dir, summary):
+        return
     with pooled_run(plan, run_dir, metrics["config"]) as run:
         run.log({**summary, "confusion_matrix": wandb.Image(str(run_dir / "confusion_matrix.png"))})
         run.summary.update(summary)
+    remember_pooled(plan, run_dir, summary)
 
 
 def result_table(metrics: dict[str, Any]) -> str:

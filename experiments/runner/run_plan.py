@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,19 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from datamodules.errors import MERError
 
-from ..atomic_files import atomic_write_text, write_json
+from ..atomic_files import atomic_write_text, damaged, read_json, read_yaml, write_json
 from ..lightning_cli import MERCLI, make_cli
+from .checkpoints import use_atomic_checkpoints
 
 PROBE_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
 FOLD_PLAN = "fold_plan.json"
+FOLD_PLAN_REMEDY = ("delete it and rerun the run's mer loso command: it plans the folds again from the data "
+                    "(mer audit then checks the finished folds against them)")
 SHOWN_SUBJECTS = 4  # test subjects a fold's name lists
 MAX_SEED = 2**32 - 1  # Lightning's seed_everything range
 ONE_DEVICE = (1, "1", None, "auto")  # trainer.devices values that train a fold on one device
+RUN_JSON_TYPES = {"config_hash": str, "n_folds": int, "folds": list, "test_subjects": dict, "class_names": list,
+                  "base_seed": int, "threads_per_fold": int}  # what RunPlan.load checks of run.json's values
 
 
 @dataclass(frozen=True)
@@ -137,14 +142,25 @@ class RunPlan:
 
     @classmethod
     def load(cls, run_dir: Path) -> RunPlan:
-        """The plan of an existing run directory (one-line error when it is none)."""
+        """The plan of an existing run directory (one-line error when it is none, or its files are damaged)."""
+        run_json, config_yaml = run_dir / "run.json", run_dir / "config.yaml"
+        if not (run_json.is_file() and config_yaml.is_file()):
+            raise MERError(f"{run_dir} is not a planned LOSO run (no run.json/config.yaml): give a run directory "
+                           "that mer loso planned")
+        config = read_yaml(config_yaml, "the run's resolved config is lost: restore the file, or start the run "
+                                        "again into another --output")
+        replan = (f"delete it and plan the run again with its own config: mer loso --config {config_yaml} --output "
+                  f"{run_dir} (finished folds are kept)")
+        data = read_json(run_json, replan, keys=tuple(f.name for f in fields(cls) if f.name != "config" and
+                                                      f.default is MISSING and f.default_factory is MISSING))
         try:
-            data = json.loads((run_dir / "run.json").read_text())
-            config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except (OSError, ValueError) as err:
-            raise MERError(f"{run_dir} is not a planned LOSO run (run.json/config.yaml unreadable: {err})") from None
-        data["test_subjects"] = {int(k): v for k, v in data["test_subjects"].items()}
-        return cls(**data, config=RunConfig(config))
+            wrong = [name for name, kind in RUN_JSON_TYPES.items() if not isinstance(data.get(name), kind)]
+            if wrong:
+                raise TypeError(f"{', '.join(wrong)} of the wrong type")
+            data["test_subjects"] = {int(k): list(v) for k, v in data["test_subjects"].items()}
+            return cls(**data, config=RunConfig(config))
+        except (TypeError, ValueError) as err:  # unknown keys, non-integer fold numbers, values of another type
+            raise damaged(run_json, err, replan) from None
 
     def save(self, run_dir: Path, config_yaml: str) -> None:
         """config.yaml (`config_yaml`, the resolved config as LightningCLI dumps it) and run.json."""
@@ -167,8 +183,11 @@ class RunPlan:
 
 
 def instantiate(config: RunConfig, callbacks: list[Any] | None = None) -> MERCLI:
-    """Model, datamodule and Trainer of a resolved config, as LightningCLI builds them."""
-    return make_cli(config.values, run=False, save_config_callback=None, trainer_defaults={"callbacks": callbacks or []})
+    """Model, datamodule and Trainer of a resolved config, as LightningCLI builds them; the Trainer writes its
+    checkpoints atomically (:class:`~.checkpoints.AtomicCheckpointIO`)."""
+    cli = make_cli(config.values, run=False, save_config_callback=None, trainer_defaults={"callbacks": callbacks or []})
+    use_atomic_checkpoints(cli.trainer)
+    return cli
 
 
 def is_rank_zero() -> bool:
@@ -179,10 +198,10 @@ def is_rank_zero() -> bool:
 def check_fold_plan(run_dir: Path, k: int, datamodule: Any) -> None:
     """The datamodule's fold `k` (subjects by role, test samples) must be fold_plan.json's fold `k`."""
     path = run_dir / FOLD_PLAN
-    try:
-        saved = json.loads(path.read_text())["folds"][k]
-    except (OSError, ValueError, KeyError, IndexError) as err:
-        raise MERError(f"{path} has no readable fold {k} ({type(err).__name__}: {err}); plan the run again with mer loso") from None
+    folds = read_json(path, FOLD_PLAN_REMEDY, keys=("folds",))["folds"]
+    saved = folds[k] if isinstance(folds, list) and k < len(folds) else None
+    if not isinstance(saved, dict):
+        raise damaged(path, f"no fold {k}", FOLD_PLAN_REMEDY)
     if saved != datamodule.fold_plan_record()["folds"][k]:
         raise MERError(f"fold {k}: the data's fold differs from {path} (did the data or its annotations change since "
                        "planning?); start a new run with another --output")

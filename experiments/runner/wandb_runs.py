@@ -21,12 +21,14 @@ the process, so each fold's WandbLogger would write into the trial's run. Hence,
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic_files import write_json
 from .run_plan import RunPlan
 
 AGENT_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
@@ -123,6 +125,39 @@ def _trial_project_args(plan: RunPlan) -> dict[str, Any]:
     return args
 
 
+POOLED_RECORD = "mer_pooled.json"  # in a run directory's wandb/: what its 'pooled' run was last given
+
+
+def pooled_run_id(plan: RunPlan) -> str:
+    """The id of a run directory's 'pooled' W&B run (outside a sweep): the same at every aggregation."""
+    return f"{plan.group}-pooled"
+
+
+def _pooled_record(plan: RunPlan, summary: dict[str, float]) -> dict[str, Any]:
+    return {"id": pooled_run_id(plan), "project": plan.wandb_project, "mode": plan.wandb, "summary": summary}
+
+
+def pooled_run_holds(plan: RunPlan, run_dir: Path, summary: dict[str, float]) -> bool:
+    """Whether the run directory's 'pooled' run (outside a sweep) was already given `summary`, in the same
+    project and mode (its record in ``wandb/``; an unreadable record counts as none): a rerun of the
+    aggregation (``--aggregate-only``) then opens no run, so an offline run directory does not gather one
+    more ``offline-run-*-pooled`` folder per call. A changed summary is logged to the same run id."""
+    path = run_dir / "wandb" / POOLED_RECORD
+    if sweep_trial() is not None or not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()) == json.loads(json.dumps(_pooled_record(plan, summary)))
+    except ValueError:
+        return False
+
+
+def remember_pooled(plan: RunPlan, run_dir: Path, summary: dict[str, float]) -> None:
+    """Record that the run directory's 'pooled' run holds `summary` (see :func:`pooled_run_holds`)."""
+    if sweep_trial() is None:
+        (run_dir / "wandb").mkdir(exist_ok=True)
+        write_json(run_dir / "wandb" / POOLED_RECORD, _pooled_record(plan, summary))
+
+
 @contextlib.contextmanager
 def pooled_run(plan: RunPlan, run_dir: Path, config: dict[str, Any]) -> Iterator[Any]:
     """The open W&B run that receives the pooled metrics, finished on exit: the sweep trial's run
@@ -131,7 +166,7 @@ def pooled_run(plan: RunPlan, run_dir: Path, config: dict[str, Any]) -> Iterator
     the aggregation resumes it)."""
     trial = sweep_trial()
     if trial is None:
-        where = {"project": plan.wandb_project, "group": plan.group, "name": "pooled", "id": f"{plan.group}-pooled"}
+        where = {"project": plan.wandb_project, "group": plan.group, "name": "pooled", "id": pooled_run_id(plan)}
     elif plan.seeds_run:
         park_agent_variables()
         where = {**_trial_project_args(plan), "group": trial.group, "name": f"pooled-{run_dir.name}",

@@ -11,7 +11,6 @@ sample std over the seeds. ``OUTPUT/commands.txt`` lists the `mer loso` commands
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from datamodules.errors import MERError
 
-from ..atomic_files import atomic_write_text, write_json
+from ..atomic_files import atomic_write_text, read_json, write_json
 from .spec import Row, StudySpec, load_spec
 
 MEASURES_FILE = "study_measures.json"
@@ -131,8 +130,5 @@ def read_record(run_dir: Path) -> dict:
     path = run_dir / MEASURES_FILE
     if not path.is_file():
         return {"measures": {}, "seconds": {}}
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise MERError(f"{path} is unreadable; delete it and rerun the same mer study command "
-                       "(its measures are computed again)") from None
+    return read_json(path, "delete it and rerun the same mer study command (its measures are computed again)",
+                     keys=("measures", "seconds"))

@@ -14,12 +14,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..atomic_files import read_json
 from ..metrics import classification_metrics
 from ..probe.extract import BUILD_ONLY, FoldFeatures, fold_features
 from ..probe.linear import split_per_subject
@@ -35,7 +35,8 @@ def measure(name: str, run_dir: Path) -> dict[str, float]:
     """The numbers of measure `name` on the finished run in `run_dir`."""
     plan = RunPlan.load(run_dir)
     if name == "scores":
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = read_json(run_dir / "metrics.json", f"pool the run again: mer loso --aggregate-only {run_dir}",
+                            keys=("uf1", "uar"))
         return {"uf1": metrics["uf1"], "uar": metrics["uar"]}
     if name == "hard_scores":
         return hard_scores(plan, run_dir)

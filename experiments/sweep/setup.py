@@ -10,7 +10,7 @@ from jsonargparse import ArgumentError
 
 from datamodules.errors import MERError
 
-from ..atomic_files import atomic_write_text
+from ..atomic_files import atomic_write_text, read_yaml
 from ..exit_codes import one_line
 from ..loso import parse as parse_loso
 from ..runner.run_plan import PROBE_TRAINER, RunConfig, instantiate
@@ -57,7 +57,8 @@ def check_output(spec: SweepSpec, output: Path, overrides: list[str]) -> None:
     """A directory holding a study of another spec, or of the same spec with other base options, is
     refused (nothing is written yet)."""
     copy = output / SPEC_COPY
-    if copy.exists() and yaml.safe_load(copy.read_text()) != yaml.safe_load(spec.path.read_text()):
+    if copy.exists() and read_yaml(copy, "copy the spec the study was started with there, or use another --output") \
+            != yaml.safe_load(spec.path.read_text()):
         raise MERError(f"{output} holds a study of another spec ({copy} differs from {spec.path}); "
                        "use another --output or delete that directory")
     if (output / SETTINGS).exists():

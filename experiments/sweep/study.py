@@ -15,7 +15,6 @@ waits while other trials run, so it can take over one whose worker dies.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
@@ -35,7 +34,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from datamodules.errors import MERError
 
-from ..atomic_files import write_json
+from ..atomic_files import damaged, read_json, write_json
 from ..loso import main as run_loso_command
 from ..runner.pooling import wandb_summary
 from ..runner.seed_runs import SUMMARY_JSON as SEEDS_SUMMARY, seeds_metrics
@@ -64,10 +63,14 @@ class SweepSettings:
 
     @classmethod
     def load(cls, output: Path) -> SweepSettings:
+        path = output / SETTINGS
+        if not path.is_file():
+            raise MERError(f"{output} is not a mer sweep output directory (no {SETTINGS}): give the --output of mer sweep")
+        remedy = "delete it and rerun the same mer sweep command (it writes the settings again)"
         try:
-            return cls(**json.loads((output / SETTINGS).read_text()))
-        except (OSError, ValueError, TypeError) as err:
-            raise MERError(f"{output} is not a mer sweep output directory ({SETTINGS} unreadable: {err})") from None
+            return cls(**read_json(path, remedy))
+        except TypeError as err:  # keys of another version
+            raise damaged(path, err, remedy) from None
 
     def save(self, output: Path) -> None:
         write_json(output / SETTINGS, asdict(self))
@@ -102,11 +105,15 @@ def open_study(output: Path, spec: SweepSpec, seed: int, worker: int = 0) -> opt
     """The sweep's study (created on first use) with worker `worker`'s sampler."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = str(output / JOURNAL)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-    return optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, seed, worker),
-                               direction="maximize" if spec.maximize else "minimize", load_if_exists=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        return optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, seed, worker),
+                                   direction="maximize" if spec.maximize else "minimize", load_if_exists=True)
+    except ValueError as err:  # a line of the journal that is not JSON
+        raise damaged(output / JOURNAL, err, "restore it, or delete it to start the study again (the trials' run "
+                      f"folders under {TRIALS}/ are kept: a trial of the same parameters finds its finished run)") from None
 
 
 def suggest(trial: Trial, parameter: Parameter) -> Any:
@@ -222,10 +229,16 @@ def run_trial(trial: Trial, spec: SweepSpec, settings: SweepSettings, output: Pa
         run_loso_command(args)
     seeds_file, metrics_file = run_dir / SEEDS_SUMMARY, run_dir / "metrics.json"
     if seeds_file.is_file():  # a trial command with --seeds: scored by the mean over its seeds
-        return metric_value(seeds_metrics(json.loads(seeds_file.read_text()), "mean"), spec.metric, seeds_file)
+        return metric_value(seeds_metrics(read_pooled(seeds_file), "mean"), spec.metric, seeds_file)
     if not metrics_file.is_file():
         raise MERError(f"trial {trial.number}: {run_dir} has no pooled metrics.json (see the lines above)")
-    return metric_value(json.loads(metrics_file.read_text()), spec.metric, metrics_file)
+    return metric_value(read_pooled(metrics_file), spec.metric, metrics_file)
+
+
+def read_pooled(path: Path) -> dict[str, Any]:
+    """A trial run's pooled metrics.json, or its seeds' summary (seeds_summary.json)."""
+    return read_json(path, f"pool the trial's run again: mer loso --aggregate-only {path.parent}",
+                     keys=("pooled", "seeds") if path.name == SEEDS_SUMMARY else ("uf1", "uar", "acc"))
 
 
 def interrupted(err: BaseException) -> bool:

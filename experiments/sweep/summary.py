@@ -10,7 +10,6 @@ scope (all samples, or the database / test set it names).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from ..plots import column_decimals, pyplot, readable_text_colour, save_figure
 from ..runner.pooling import wandb_summary
 from ..runner.seed_runs import SUMMARY_JSON as SEEDS_SUMMARY, seeds_metrics
 from .spec import SweepSpec
+from .study import read_pooled
 
 TABLE = "trials.csv"
 FIGURE = "figure6_{}.png"
@@ -54,11 +54,11 @@ def trial_scores(run_dir: Path, metric: str) -> dict[str, Any]:
     scope = metric.rsplit("/", 1)[0]
     seeds_file, metrics_file = run_dir / SEEDS_SUMMARY, run_dir / "metrics.json"
     if seeds_file.is_file():
-        summary = json.loads(seeds_file.read_text())
+        summary = read_pooled(seeds_file)
         mean, std = (wandb_summary(seeds_metrics(summary, statistic)) for statistic in ("mean", "std"))
         seeds = len(summary["seeds"])
     elif metrics_file.is_file():
-        mean, std, seeds = wandb_summary(json.loads(metrics_file.read_text())), {}, 1
+        mean, std, seeds = wandb_summary(read_pooled(metrics_file)), {}, 1
     else:
         return {}
     scores: dict[str, Any] = {"seeds": seeds}

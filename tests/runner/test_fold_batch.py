@@ -196,6 +196,38 @@ def test_killed_group_resumes_exactly(tmp_path: Path, cache_dir: Path, monkeypat
     pd.testing.assert_frame_equal(predictions["straight"], predictions["killed"])
 
 
+@pytest.mark.slow
+def test_group_with_a_truncated_checkpoint_resumes_from_the_previous_one(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A group killed after its epoch-1 checkpoint whose last.ckpt is then cut short: the rerun names the
+    file, resumes from previous.ckpt (epoch 0) and predicts exactly as an uninterrupted group."""
+    save = runner.ThrottledCheckpoint.on_train_epoch_end
+    monkeypatch.setattr(runner, "CHECKPOINT_EVERY_S", 0.0)
+
+    def save_then_die(self, trainer, pl_module) -> None:
+        save(self, trainer, pl_module)
+        if trainer.current_epoch == 1:
+            raise Killed
+
+    predictions = {}
+    for name in ("straight", "truncated"):
+        run_dir, plan = planned(tmp_path / name, cache_dir, epochs=3)
+        paths = GroupPaths(run_dir, tuple(FOLDS))
+        if name == "truncated":
+            with monkeypatch.context() as patch:
+                patch.setattr(runner.ThrottledCheckpoint, "on_train_epoch_end", save_then_die)
+                with pytest.raises(Killed):
+                    FoldGroupJob(run_dir, tuple(FOLDS), size=4).run(plan)
+            paths.last_ckpt.write_bytes(paths.last_ckpt.read_bytes()[:1000])
+            capsys.readouterr()
+        FoldGroupJob(run_dir, tuple(FOLDS), size=4).run(plan)
+        predictions[name] = pd.concat(pd.read_csv(FoldPaths(run_dir, k).csv) for k in FOLDS)
+        assert not (paths.dir / "previous.ckpt").exists()  # dropped once the group's folds are done
+    err = capsys.readouterr().err
+    assert f"warning: folds 0-3: {paths.last_ckpt} is unreadable (" in err and "resuming from previous.ckpt (epoch 0)" in err
+    pd.testing.assert_frame_equal(predictions["straight"], predictions["truncated"])
+
+
 def test_fold_batch_refused_where_it_cannot_stack(tmp_path: Path) -> None:
     """Xie et al. 2022 (manual optimisation) is refused before anything is written; bad specs too."""
     from lightning_modules import Xie2022

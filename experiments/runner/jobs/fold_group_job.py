@@ -11,7 +11,8 @@ is the whole random state and a killed group resumes exactly from its last epoch
 
 Outputs per fold are those of a sequential job (``folds/fold_00k.json`` then ``folds/fold_00k.csv``,
 predictions of its last weights); the group's directory ``folds/group_<folds>/`` holds
-``group.json`` (its folds), ``last.ckpt`` and CSV logs (per-fold training loss). A rerun reuses a
+``group.json`` (its folds), ``last.ckpt`` (``previous.ckpt``: the one before, see ``runner.checkpoints``)
+and CSV logs (per-fold training loss). A rerun reuses a
 group that has a checkpoint, so the folds it trains do not depend on how ``auto`` sizes groups
 then. Per-fold W&B runs are not written by this executor (the pooled run is, by the aggregation).
 """
@@ -20,10 +21,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,8 @@ from datamodules.fold_batch_data import NO_INNER_VALIDATION, DeviceResidentFolds
 from datamodules.errors import MERError
 from lightning_modules.fold_batch_module import GRADIENT_NORM_REFUSAL, FoldBatch, check_fold_batchable
 
-from ...atomic_files import write_json
+from ...atomic_files import read_json, write_json
+from ..checkpoints import drop_previous, resume_checkpoint, save_resume_point
 from ..fold_selection import format_folds
 from ..paths import FoldPaths, GroupPaths
 from ..run_plan import RunConfig, RunPlan, check_fold_plan, instantiate
@@ -101,7 +101,7 @@ def started_groups(run_dir: Path, folds: list[int]) -> list[list[int]]:
     """Groups of earlier attempts with a checkpoint, all of whose folds are in `folds` and some not done."""
     groups = []
     for record in sorted((run_dir / "folds").glob("group_*/group.json")):
-        group = json.loads(record.read_text())["folds"]
+        group = read_json(record, f"delete the folder {record.parent} (its folds train again)", keys=("folds",))["folds"]
         if (record.parent / "last.ckpt").is_file() and set(group) <= set(folds) and \
                 not all(FoldPaths(run_dir, k).done() for k in group):
             groups.append(group)
@@ -128,7 +128,7 @@ class ThrottledCheckpoint(L.Callback):
         self.path, self.every_s, self.saved, self.saved_step = path, every_s, time.monotonic(), -1
 
     def save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)
+        save_resume_point(trainer, self.path)
         self.saved, self.saved_step = time.monotonic(), trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -209,8 +209,7 @@ def train_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report |
     """Train the folds `folds` of the run in `run_dir` at once (resuming the group's checkpoint), then
     let each predict its held-out subject(s) and write its outputs."""
     paths = GroupPaths(run_dir, tuple(folds))
-    if not paths.last_ckpt.is_file():
-        shutil.rmtree(paths.dir, ignore_errors=True)
+    resume_checkpoint(paths, f"folds {format_folds(folds)}")  # a damaged last.ckpt: previous.ckpt, or start again
     paths.dir.mkdir(parents=True, exist_ok=True)
     write_json(paths.record, {"folds": list(folds)})
     seeds = [plan.fold_seed(k) for k in folds]
@@ -238,6 +237,7 @@ def train_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report |
         index, probs = (t.cpu().numpy() for t in predictions[i])
         write_fold_outputs(run_dir, plan, k, trainer, datamodule, index, probs.astype(np.float64),
                            executor="fold_batch", fold_group=list(folds))
+    drop_previous(paths)
 
 
 def fold_groups(run_dir: Path, folds: list[int], size: int) -> list[list[int]]:

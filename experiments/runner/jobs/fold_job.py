@@ -14,7 +14,6 @@ predicted and why (``folds/fold_00k.json``), then the predictions atomically, wh
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
+from ..checkpoints import drop_previous, resume_checkpoint, save_resume_point
 from ..paths import FoldPaths
 from ..run_plan import RunConfig, RunPlan, check_fold_plan, instantiate, is_rank_zero
 from ..wandb_runs import fold_logger_args
@@ -72,17 +72,19 @@ class FoldJob(Job):
         index, probs = gather_predictions(batches)
         if trainer.is_global_zero:
             write_fold_outputs(self.run_dir, plan, k, trainer, datamodule, index, probs)
+            drop_previous(paths)
 
 
 class EpochEndCheckpoint(Checkpoint):
     """The fold's resume point ``last.ckpt``, saved at every training epoch end (after the epoch's
-    validation, where Lightning's ModelCheckpoint saves too), atomically and by rank 0 only."""
+    validation, where Lightning's ModelCheckpoint saves too), atomically and by rank 0 only; the one it
+    replaces stays as ``previous.ckpt`` until the fold is done."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)
+        save_resume_point(trainer, self.path)
 
 
 def fold_loggers(plan: RunPlan, run_dir: Path, k: int) -> list[dict[str, Any]]:
@@ -111,7 +113,8 @@ def fold_config(plan: RunPlan, run_dir: Path, k: int) -> RunConfig:
 
 
 def resume_point(paths: FoldPaths) -> Path | None:
-    """The fold's epoch-end checkpoint to resume from; anything else of an earlier attempt is removed.
+    """The fold's epoch-end checkpoint to resume from (``last.ckpt``, or ``previous.ckpt`` when that one is
+    damaged: :func:`~..checkpoints.resume_checkpoint`); anything else of an earlier attempt is removed.
 
     Lightning's mid-epoch ``hpc_ckpt_*`` (written on SLURM's requeue signal) are discarded: a
     resumed epoch restarts from its beginning so that the fold stays exact (Lightning would restore the
@@ -121,9 +124,8 @@ def resume_point(paths: FoldPaths) -> Path | None:
     """
     if not is_rank_zero():
         return paths.last_ckpt if paths.last_ckpt.is_file() else None
-    if paths.last_ckpt.is_file():
-        for stale in [*paths.dir.glob("hpc_ckpt_*.ckpt"), *paths.dir.glob(".*.tmp*")]:
+    if resume_checkpoint(paths, f"fold {paths.k}") is not None:
+        for stale in paths.dir.glob("hpc_ckpt_*.ckpt"):
             stale.unlink(missing_ok=True)
         return paths.last_ckpt
-    shutil.rmtree(paths.dir, ignore_errors=True)
     return None
