@@ -10,7 +10,7 @@ loss terms (MEDN, STSTNet); a model with another schedule implements ``training_
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -39,6 +39,10 @@ class MERClassifier(L.LightningModule, ABC):
         num_identities: number of training subjects of the fold (linked; 0 = not used). Only
             models that classify identities read it.
     """
+
+    #: Where fold-batched training of this model was shown to give results equivalent to one fold after
+    #: another (several seeds, pooled UF1); ``mer loso`` fold-batches a model by default only then.
+    fold_batch_equivalence: ClassVar[str | None] = None
 
     def __init__(self, num_classes: int = 3, num_aus: int = 0, num_identities: int = 0) -> None:
         super().__init__()

@@ -56,6 +56,7 @@ TRAINING_HOOKS = ("training_step", "backward", "optimizer_step", "optimizer_zero
                   "on_train_epoch_end", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
                   "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad", "on_fit_start", "on_fit_end",
                   "on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+SIZE_KEY = "_samples"  # epoch_sums key of the summed batch sizes
 GRADIENT_NORM_REFUSAL = ("--fold-batch: gradient-norm clipping would take the norm across folds; use "
                          "--trainer.gradient_clip_algorithm value or --fold-batch off")
 
@@ -142,7 +143,7 @@ class FoldBatch(L.LightningModule):
         self.vectorize = vectorize
         self._loss_batched: bool | None = None  # decided at the first step
         self._batched_loss = torch.compile(self._vmapped("loss")) if compile else self._vmapped("loss")
-        self.epoch_loss: Tensor | None = None
+        self.epoch_sums: dict[str, Tensor] = {}  # per-fold sums (F,) of batch size x loss, and of batch sizes
 
     # -- stacked tensors ---------------------------------------------------------------------------------
     @property
@@ -235,16 +236,28 @@ class FoldBatch(L.LightningModule):
     def training_step(self, step: Tensor, batch_idx: int) -> Tensor:
         batch = self.batches.train_batch(batch_idx)
         self.template.require_inputs(batch)
-        losses, _ = self.fold_losses(batch)
-        detached = losses.detach()
-        self.epoch_loss = detached if batch_idx == 0 else self.epoch_loss + detached
+        losses, terms = self.fold_losses(batch)
+        size = batch["label"].shape[1]  # every fold's batch has this many samples at this step
+        step_values = {"loss": losses, **terms, SIZE_KEY: torch.ones_like(losses)}
+        step_sums = {name: size * value.detach() for name, value in step_values.items()}
+        self.epoch_sums = step_sums if batch_idx == 0 else {n: self.epoch_sums[n] + v for n, v in step_sums.items()}
         return losses.sum()
 
+    def fold_epoch_means(self) -> list[dict[str, float]]:
+        """Each fold's epoch means ``train/loss`` and ``train/<term>`` of the epoch so far, weighted by batch
+        size as the sequential path's ``on_epoch`` logging weighs them (one host sync)."""
+        if not self.epoch_sums:
+            return []
+        sizes = self.epoch_sums[SIZE_KEY]
+        means = {f"train/{name}": (total / sizes).tolist() for name, total in self.epoch_sums.items() if name != SIZE_KEY}
+        return [{name: values[i] for name, values in means.items()} for i in range(self.n_folds)]
+
     def on_train_epoch_end(self) -> None:
-        """Per-fold mean training loss of the epoch (one host sync per epoch, when logged)."""
-        if self.epoch_loss is not None and self.logger is not None:
-            mean = self.epoch_loss / self.trainer.num_training_batches
-            self.log_dict({f"train/loss/fold_{k:03d}": value for k, value in zip(self.batches.folds, mean)})
+        """Per-fold epoch means in the group's own log (``train/loss/fold_007``; the runner sends each fold's
+        to that fold's W&B run)."""
+        if self.logger is not None:
+            self.log_dict({f"{name}/fold_{k:03d}": value for k, means in zip(self.batches.folds, self.fold_epoch_means())
+                           for name, value in means.items()})
 
     # -- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -105,19 +105,28 @@ class FoldBatching:
     """Several folds trained at once in one process (``jobs.fold_group_job``).
 
     Args:
-        fold_batch: ``off`` (one fold per Trainer), ``auto`` or N: train N folds at once in one
-            process (stacked per-fold weights; see ``experiments.runner.jobs.fold_group_job``).
+        fold_batch: ``auto`` or N: train as many folds as fit in memory (or N) at once in one process
+            (stacked per-fold weights; see ``experiments.runner.jobs.fold_group_job``); ``off``: one fold
+            per Trainer. Default: the mode run.json records when resuming, else ``auto`` where the model,
+            trainer and data allow it and fold batching was shown equivalent for the model, else ``off``
+            (one line says why).
         compile: with ``--fold-batch`` on a GPU, ``torch.compile`` the folds' batched (vmap) loss
             (our choice: off by default; the first steps then pay the compilation).
     """
 
-    fold_batch: str = "off"
+    fold_batch: str | None = None
     compile: bool = False
 
     @property
+    def given(self) -> bool:
+        """Whether the mode was chosen (by the user, or resolved by ``planning.resolve_fold_batch``)."""
+        return self.fold_batch is not None
+
+    @property
     def size(self) -> int | None:
-        """'off' -> None, 'auto' -> 0, 'N' -> N (>= 1); anything else is a user error."""
-        text = str(self.fold_batch).strip().lower()
+        """'off' -> None, 'auto' -> 0, 'N' -> N (>= 1); anything else is a user error. An unresolved default
+        counts as 'auto'."""
+        text = str(self.fold_batch or "auto").strip().lower()
         if text == "off":
             return None
         if text == "auto":
@@ -127,7 +136,7 @@ class FoldBatching:
         raise MERError(f"--fold-batch '{self.fold_batch}' is not 'off', 'auto' or a number of folds >= 1")
 
     def check(self) -> None:
-        if self.size is None and self.compile:
+        if self.given and self.size is None and self.compile:
             raise MERError("--compile compiles the fold-batched training step; add --fold-batch auto (or N), or drop --compile")
 
 
@@ -200,13 +209,18 @@ class LosoOptions:
         """Every group's values, then the combinations that cannot work."""
         for name in GROUPS:
             getattr(self, name).check()
-        if self.batching.size == 0 and self.local.devices is not None and self.local.folds_per_device > 1:
-            raise MERError(f"--fold-batch auto sizes a group to a GPU's free memory, but --folds-per-device "
-                           f"{self.local.folds_per_device} puts several groups on each GPU; give --fold-batch N instead")
+        if self.batching.given:
+            self.check_fold_batch_executor()
         if self.slurm.on_slurm and sweep_trial() is not None:
             raise MERError("--launcher slurm inside a wandb agent trial returns once the jobs are submitted, so the "
                            "trial would end without its pooled metric; run the agent inside SLURM jobs "
                            "(configs/sweeps/wandb_agent.sbatch) with the local executor (--devices/--workers)")
+
+    def check_fold_batch_executor(self) -> None:
+        """Fold batching combined with the local executor's options."""
+        if self.batching.size == 0 and self.local.devices is not None and self.local.folds_per_device > 1:
+            raise MERError(f"--fold-batch auto sizes a group to a GPU's free memory, but --folds-per-device "
+                           f"{self.local.folds_per_device} puts several groups on each GPU; give --fold-batch N instead")
 
     def default_threads(self) -> int:
         """Intra-op threads per fold: the CPUs of a machine (or of an array task) over the folds run at once."""
@@ -222,7 +236,7 @@ class LosoOptions:
         local, batching = self.local, self.batching
         given = {"--devices": local.devices, "--folds-per-device": local.folds_per_device if local.devices else 1,
                  "--workers": local.workers, "--fold-batch": batching.fold_batch}
-        defaults = {"--devices": None, "--folds-per-device": 1, "--workers": 1, "--fold-batch": "off"}
+        defaults = {"--devices": None, "--folds-per-device": 1, "--workers": 1, "--fold-batch": None}
         named = [item for name, value in given.items() if value != defaults[name] for item in (name, str(value))]
         return named + (["--compile"] if batching.compile else [])
 

@@ -14,7 +14,7 @@ from datamodules.errors import MERError
 from .executors.local import run_local
 from .executors.slurm import launch, launch_seeds_summary
 from .options import LosoOptions
-from .planning import plan_run
+from .planning import plan_run, resolve_fold_batch
 from .pooling import aggregate, finish_command, missing_folds
 from .run_plan import RunPlan, is_rank_zero
 from .seed_runs import check_output, pool, resume_command, seed_config, seed_dir, summarise_pooled
@@ -34,7 +34,9 @@ def run_loso(config_yaml: str, options: LosoOptions) -> dict[str, Any] | None:
     run_dir = Path(scope.output)
     check_output(run_dir, seeds=scope.seeds is not None)
     if scope.seeds is not None:
-        return run_seeds(config_yaml, options, run_dir)
+        run_dirs = [seed_dir(run_dir, seed) for seed in scope.seed_list()]
+        return run_seeds(config_yaml, resolve_fold_batch(config_yaml, options, run_dirs), run_dir)
+    options = resolve_fold_batch(config_yaml, options, [run_dir])
     return execute(run_dir, plan_run(config_yaml, options, run_dir), options)
 
 

@@ -11,6 +11,9 @@ test samples (written before any training; a rerun whose plan differs is refused
 
 from __future__ import annotations
 
+import importlib
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,46 @@ def check_config_for_options(config: RunConfig, options: LosoOptions) -> None:
         check_fold_batch(config)
 
 
+def resolve_fold_batch(config_yaml: str, options: LosoOptions, run_dirs: list[Path]) -> LosoOptions:
+    """`options` with the fold-batching mode decided once for every run directory of the command (a run,
+    or each seed of ``--seeds``): ``--fold-batch`` when given; else the mode the first existing run.json
+    records, so that a resumed run goes on as it started; else ``auto`` where the model, trainer, data and
+    executor allow it and the model's fold-batched results were shown equivalent
+    (``MERClassifier.fold_batch_equivalence``), else ``off`` with one line on stderr saying why."""
+    if options.batching.given:
+        return options
+    recorded = [RunPlan.load(run_dir).fold_batch for run_dir in run_dirs if (run_dir / "run.json").is_file()]
+    if recorded:
+        mode = recorded[0]
+    else:
+        reason = fold_batch_refusal(RunConfig.from_yaml(config_yaml), options)
+        mode = "off" if reason else "auto"
+        if reason:
+            print(f"note: folds train one at a time (--fold-batch off): {reason}", file=sys.stderr)
+    return replace(options, batching=replace(options.batching, fold_batch=mode))
+
+
+def fold_batch_refusal(config: RunConfig, options: LosoOptions) -> str | None:
+    """Why the run should not be fold-batched by default (None: it can be)."""
+    try:
+        check_fold_batch(config)
+        replace(options, batching=replace(options.batching, fold_batch="auto")).check_fold_batch_executor()
+    except MERError as err:
+        return str(err).split(";")[0].removeprefix("--fold-batch: ")
+    module, _, name = config.model_class_path.rpartition(".")
+    try:
+        model_class = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None  # an unknown model is reported by the config's instantiation
+    if getattr(model_class, "fold_batch_equivalence", None) is None:
+        return f"{name}'s fold-batched results have not been shown equivalent to one fold after another"
+    return None
+
+
 def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
-    """Check the config, the options and the data source; then claim `run_dir` for this config."""
+    """Check the config, the options and the data source; then claim `run_dir` for this config (the
+    fold-batching mode resolved here unless the caller did: :func:`resolve_fold_batch`)."""
+    options = resolve_fold_batch(config_yaml, options, [run_dir])
     config = RunConfig.from_yaml(config_yaml)
     options.check()
     check_config_for_options(config, options)
@@ -72,6 +113,7 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
         group=previous.group if previous else f"{run_dir.name}-{digest}",
         seeds_run=options.scope.seeds is not None,
         compile=options.batching.compile,
+        fold_batch=str(options.batching.fold_batch or "off"),
         config=config,
     )
     if is_rank_zero():

@@ -138,6 +138,7 @@ class RunPlan:
     group: str = ""
     seeds_run: bool = False  # one seed of ``--seeds``: under ``wandb agent`` the trial's run gets the seeds' mean
     compile: bool = False  # ``--compile``: fold groups torch.compile their batched loss (the latest invocation's choice)
+    fold_batch: str = "off"  # ``--fold-batch`` as resolved (the latest invocation's; "off" in run.json files older than it)
     config: RunConfig = field(default_factory=lambda: RunConfig({}), repr=False)
 
     @classmethod

@@ -40,6 +40,8 @@ class MEDN(WeightedLossMixin, MERClassifier):
         motion_lr_gamma: decay factor of the motion branch's learning rate (0.1).
     """
 
+    fold_batch_equivalence = "docs/speed.md, statistical equivalence: the README main job, seeds 0-4"
+
     def __init__(
         self,
         num_classes: int = 3,

@@ -23,6 +23,7 @@ class STSTNet(WeightedLossMixin, MERClassifier):
     """
 
     inputs = frozenset({"apex_flow"})
+    fold_batch_equivalence = "docs/speed.md, statistical equivalence: composite set, 4 folds, seeds 0-4"
 
     def __init__(self, num_classes: int = 3, num_aus: int = 0, num_identities: int = 0, in_channels: int = 3,
                  image_size: int = 28, lr: float = 5e-5) -> None:

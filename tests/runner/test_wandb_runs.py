@@ -67,6 +67,17 @@ def offline_runs(run_dir: Path) -> dict[str, dict]:
     return runs
 
 
+def offline_histories(run_dir: Path) -> dict[str, list[dict]]:
+    """run id → its logged rows (``run.log`` calls), for every offline run under `run_dir`."""
+    histories = {}
+    for log in run_dir.glob("**/wandb/offline-run-*/run-*.wandb"):
+        records = wandb_records(log)
+        run_id = next(r.run.run_id for r in records if r.WhichOneof("record_type") == "run")
+        histories[run_id] = [{"/".join(item.nested_key) or item.key: json.loads(item.value_json) for item in r.history.item}
+                             for r in records if r.WhichOneof("record_type") == "history"]
+    return histories
+
+
 def agent_environment(base: Path) -> dict[str, str]:
     """What ``wandb agent entity/project/ID`` puts into a trial command's environment (wandb 0.31,
     ``Agent._command_run``/``run_agent``), with the trial's parameter file written as the agent does."""
@@ -160,3 +171,33 @@ def test_a_service_token_whose_socket_is_gone_is_dropped(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SERVICE", UnixServiceToken(parent_pid=1, path=str(tmp_path / "gone.sock")).env_value)
     forget_dead_wandb_service()
     assert "WANDB_SERVICE" not in os.environ
+
+
+@pytest.mark.slow
+def test_fold_batched_folds_log_the_curves_a_sequential_fold_logs(tiny_config, tmp_path, capsys):
+    """The same folds one at a time and fold-batched (the default for MEDN): every fold has its own W&B run
+    (id ``<group>-fold-<k>``) with the same training curves (keys, epochs, x axis), its own values."""
+    histories = {}
+    for mode in ("off", "auto"):
+        run_dir = tmp_path / mode
+        command = ["loso", "--config", str(tiny_config), "--trainer.max_epochs=2", "--folds=0-1", f"--output={run_dir}",
+                   "--wandb=offline", *(["--fold-batch=off"] if mode == "off" else [])]
+        code, _, err = run_in_process(mer_main, command, capsys)
+        assert code == 0, err
+        assert RunPlan.load(run_dir).fold_batch == mode
+        group = RunPlan.load(run_dir).group
+        histories[mode] = {k: offline_histories(run_dir)[f"{group}-fold-{k:03d}"] for k in range(2)}
+    assert any((tmp_path / "auto" / "folds").glob("group_*")) and not any((tmp_path / "off" / "folds").glob("group_*"))
+
+    def curves(rows: list[dict]) -> list[dict]:
+        return [row for row in rows if any(key.startswith("train/") for key in row)]
+
+    for k in range(2):
+        sequential, batched = curves(histories["off"][k]), curves(histories["auto"][k])
+        assert [sorted(row) for row in batched] == [sorted(row) for row in sequential], k
+        assert {"train/loss", "train/cls", "train/au", "train/orth"} <= set(batched[0])
+        for rows in (sequential, batched):  # an epoch's values at its last step (steps per epoch differ by mode)
+            assert [row["epoch"] for row in rows] == [0, 1]
+            assert 2 * (rows[0]["trainer/global_step"] + 1) == rows[1]["trainer/global_step"] + 1
+    first_losses = [curves(histories["auto"][k])[0]["train/loss"] for k in range(2)]
+    assert first_losses[0] != first_losses[1]  # each fold's own values, not one fold's copied

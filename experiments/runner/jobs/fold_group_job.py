@@ -12,9 +12,9 @@ is the whole random state and a killed group resumes exactly from its last epoch
 Outputs per fold are those of a sequential job (``folds/fold_00k.json`` then ``folds/fold_00k.csv``,
 predictions of its last weights); the group's directory ``folds/group_<folds>/`` holds
 ``group.json`` (its folds), ``last.ckpt`` (``previous.ckpt``: the one before, see ``runner.checkpoints``)
-and CSV logs (per-fold training loss). A rerun reuses a
+and CSV logs (per-fold training losses). A rerun reuses a
 group that has a checkpoint, so the folds it trains do not depend on how ``auto`` sizes groups
-then. Per-fold W&B runs are not written by this executor (the pooled run is, by the aggregation).
+then. Each fold's training curves go to its own W&B run, as on the sequential path (``group_wandb``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ..paths import FoldPaths, GroupPaths
 from ..run_plan import RunConfig, RunPlan, check_fold_plan, instantiate
 from .epoch_seeding import EpochSeeding, epoch_seed
 from .fold_outputs import write_fold_outputs
+from .group_wandb import FoldWandbRuns
 from .job import Job, JobStatus, Report
 from .trainer_calls import trainer_call
 
@@ -223,10 +224,15 @@ def train_group(run_dir: Path, folds: list[int], plan: RunPlan, report: Report |
     callbacks = [EpochSeeding(seeds[0]), GroupEpochStart(data, seeds), ThrottledCheckpoint(paths.last_ckpt, CHECKPOINT_EVERY_S)]
     if report is not None:
         callbacks.append(JobStatus(f"folds {format_folds(folds)}", report))
-    trainer.callbacks.extend(callbacks)
+    wandb_runs = FoldWandbRuns(plan, run_dir, folds) if plan.wandb != "disabled" else None
+    trainer.callbacks.extend([*callbacks, *([wandb_runs] if wandb_runs else [])])
     steps = DataLoader(range(data.steps_per_epoch), batch_size=None)
-    with trainer_call(trainer):
-        trainer.fit(module, train_dataloaders=steps, ckpt_path=paths.last_ckpt if paths.last_ckpt.is_file() else None)
+    try:
+        with trainer_call(trainer):
+            trainer.fit(module, train_dataloaders=steps, ckpt_path=paths.last_ckpt if paths.last_ckpt.is_file() else None)
+    finally:
+        if wandb_runs is not None:
+            wandb_runs.finish()
     module.to(trainer.strategy.root_device)
     with trainer.precision_plugin.predict_step_context():
         predictions = [module.predict_fold(i, data.test_batches(i)) for i in range(len(folds))]
