@@ -31,6 +31,7 @@ from experiments.runner.run_plan import RunPlan
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = ["--trainer.max_epochs", "2"]
+ONE_AT_A_TIME = ["--fold-batch", "off"]  # the sequential path (MEDN is fold-batched by default; tests/runner/test_fold_batch.py)
 THREADS = 1  # the same intra-op thread count in every run compared here (the runner records it per run)
 
 pytestmark = pytest.mark.slow  # every test here reads or reruns a whole `mer loso` run
@@ -79,7 +80,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
 @pytest.fixture(scope="module")
 def finished_run(tiny_config, tmp_path_factory):
     output = tmp_path_factory.mktemp("loso") / "run"
-    metrics = run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(output=output, threads_per_fold=THREADS))
+    metrics = run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(fold_batch="off", output=output, threads_per_fold=THREADS))
     return output, metrics
 
 
@@ -129,7 +130,7 @@ def test_wandb_offline_runs_one_per_fold_plus_pooled(finished_run):
 def test_rerun_skips_finished_folds_and_aggregation_is_rerunnable(finished_run, tiny_config):
     output, metrics = finished_run
     stamps = {p: p.stat().st_mtime_ns for p in (output / "folds").glob("fold_*.csv")}
-    again = run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(output=output, wandb="disabled"))
+    again = run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(fold_batch="off", output=output, wandb="disabled"))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["uf1"] == metrics["uf1"] and again["uar"] == metrics["uar"]
     pooled = run_loso("", LosoOptions.of(aggregate_only=output, wandb="disabled"))
@@ -139,13 +140,13 @@ def test_rerun_skips_finished_folds_and_aggregation_is_rerunnable(finished_run, 
 def test_other_config_into_same_output_is_refused_naming_the_keys(finished_run, tiny_config):
     output, _ = finished_run
     with pytest.raises(MERError, match="model.init_args.lambda_orth 1.0 → 0.5; trainer.max_epochs 2 → 1"):
-        run_loso(resolved(tiny_config, "--model.init_args.lambda_orth", "0.5"), LosoOptions.of(output=output))
+        run_loso(resolved(tiny_config, "--model.init_args.lambda_orth", "0.5"), LosoOptions.of(fold_batch="off", output=output))
 
 
 def test_two_cpu_workers_give_the_sequential_predictions(finished_run, tiny_config, tmp_path, capsys):
     reference, _ = finished_run
     output = tmp_path / "workers"
-    run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(output=output, workers=2, threads_per_fold=THREADS,
+    run_loso(resolved(tiny_config, *EPOCHS), LosoOptions.of(fold_batch="off", output=output, workers=2, threads_per_fold=THREADS,
                                                           wandb="disabled"))
     pd.testing.assert_frame_equal(pd.read_csv(output / "predictions.csv"), pd.read_csv(reference / "predictions.csv"),
                                   check_exact=True)
@@ -155,7 +156,7 @@ def test_two_cpu_workers_give_the_sequential_predictions(finished_run, tiny_conf
 def test_fold_killed_mid_training_resumes_to_identical_predictions(finished_run, tiny_config, tmp_path):
     reference, _ = finished_run
     output, marker = tmp_path / "killed", tmp_path / "paused"
-    arguments = ["loso", "--config", str(tiny_config), *EPOCHS, "--output", str(output), "--folds", "0",
+    arguments = ["loso", "--config", str(tiny_config), *EPOCHS, *ONE_AT_A_TIME, "--output", str(output), "--folds", "0",
                  "--threads-per-fold", str(THREADS), "--wandb", "disabled"]
     process = subprocess.Popen(paused_mer(0, marker, *arguments), cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
@@ -176,7 +177,7 @@ def test_ctrl_c_mid_fold_exits_130_with_the_resume_line(tiny_config, tmp_path):
     """Ctrl-C while fold 0 trains its second epoch: the signal lands at a known point (the paused fold has
     saved epoch 0 and writes nothing), not whenever a busy machine lets the test look at the files."""
     output, marker = tmp_path / "interrupted", tmp_path / "paused"
-    command = paused_mer(0, marker, "loso", "--config", str(tiny_config), *EPOCHS, "--output", str(output),
+    command = paused_mer(0, marker, "loso", "--config", str(tiny_config), *EPOCHS, *ONE_AT_A_TIME, "--output", str(output),
                          "--folds", "0", "--wandb", "disabled")
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -196,7 +197,7 @@ def killed_after_training(tiny_config, tmp_path_factory):
     before predicting: last.ckpt holds epoch 1, previous.ckpt epoch 0."""
     output = tmp_path_factory.mktemp("killed") / "run"
     marker = output.parent / "paused"
-    process = subprocess.Popen(paused_mer(1, marker, "loso", "--config", str(tiny_config), *EPOCHS, "--output",
+    process = subprocess.Popen(paused_mer(1, marker, "loso", "--config", str(tiny_config), *EPOCHS, *ONE_AT_A_TIME, "--output",
                                           str(output), "--folds", "0", "--threads-per-fold", str(THREADS),
                                           "--wandb", "disabled"),
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -217,7 +218,7 @@ def resume_damaged(killed: Path, reference: Path, tiny_config: Path, run_dir: Pa
     for k in (1, 2, 3):
         for suffix in (".csv", ".json"):
             shutil.copy(reference / "folds" / f"fold_{k:03d}{suffix}", run_dir / "folds")
-    return subprocess.run(mer_loso("--config", str(tiny_config), *EPOCHS, "--output", str(run_dir), "--threads-per-fold",
+    return subprocess.run(mer_loso("--config", str(tiny_config), *EPOCHS, *ONE_AT_A_TIME, "--output", str(run_dir), "--threads-per-fold",
                                    str(THREADS), "--wandb", "disabled"), cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -304,7 +305,7 @@ def test_no_fold_loads_a_planted_slurm_checkpoint(finished_run, tiny_config, tmp
     directory (a stale mid-epoch one) must change nothing."""
     reference, _ = finished_run
     run_dir = tmp_path / "slurm-run"
-    plan_run(resolved(tiny_config, *EPOCHS), LosoOptions.of(threads_per_fold=THREADS, wandb="disabled"), run_dir)
+    plan_run(resolved(tiny_config, *EPOCHS), LosoOptions.of(fold_batch="off", threads_per_fold=THREADS, wandb="disabled"), run_dir)
     planted = torch.load(reference / "folds" / "fold_001" / "last.ckpt", weights_only=False)
     planted["state_dict"] = {name: torch.zeros_like(value) for name, value in planted["state_dict"].items()}
     cwd = tmp_path / "cwd"
