@@ -19,8 +19,7 @@ from jsonargparse import ArgumentParser, Namespace
 from datamodules.errors import MERError
 
 from ..signature_options import add_signature_options
-from .fold_selection import parse_folds, parse_numbers
-from .run_plan import MAX_SEED
+from .fold_selection import MAX_SEED, parse_folds, parse_numbers
 from .wandb_runs import sweep_trial
 
 

@@ -18,11 +18,11 @@ from typing import Any
 from datamodules.errors import MERError
 
 from ..atomic_files import write_json
-from .fold_selection import parse_folds
+from .fold_selection import MAX_SEED, parse_folds
 from .jobs.fold_group_job import check_fold_batch
 from .jobs.weight_selection import check_weight_selection
 from .options import LosoOptions
-from .run_plan import FOLD_PLAN, MAX_SEED, PROBE_TRAINER, RunConfig, RunPlan, config_differences, fold_plan_difference, \
+from .run_plan import FOLD_PLAN, PROBE_TRAINER, RunConfig, RunPlan, config_differences, fold_plan_difference, \
     instantiate, is_rank_zero
 
 

@@ -25,7 +25,6 @@ from ..lightning_cli import MERCLI, make_cli
 PROBE_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
 FOLD_PLAN = "fold_plan.json"
 SHOWN_SUBJECTS = 4  # test subjects a fold's name lists
-MAX_SEED = 2**32 - 1  # Lightning's seed_everything range
 ONE_DEVICE = (1, "1", None, "auto")  # trainer.devices values that train a fold on one device
 
 
