@@ -73,6 +73,7 @@ def main(argv: list[str]) -> None:
 def run(args: Namespace, overrides: list[str]) -> None:
     from ..runner.options import SlurmOptions, parse_devices
     from .launch import launch_slurm, run_local_workers
+    from ..output_folder import check_output_folder, writing_into
     from .setup import check_output, check_spec, claim_output
     from .spec import load_spec
     from .study import SETTINGS, SweepSettings, open_study, requeue_failed, unfinished, unretried_failures
@@ -95,9 +96,11 @@ def run(args: Namespace, overrides: list[str]) -> None:
         if devices:
             raise MERError("--devices picks local GPUs; on SLURM give --gpus-per-task (each task uses the GPUs it gets)")
         slurm.check()
+    check_output_folder(output)
     check_output(spec, output, overrides)
     check_spec(spec, output)
-    claim_output(spec, output)
+    with writing_into(output):
+        claim_output(spec, output)
     cpus = args.cpus_per_task if args.launcher == "slurm" else len(os.sched_getaffinity(0))
     SweepSettings(loso_overrides=overrides, trials=spec.run_cap, wandb=args.wandb, heartbeat=args.heartbeat,
                   grace_period=args.grace_period, max_retry=args.max_retry,
