@@ -26,6 +26,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf.errors import OmegaConfBaseException
 
 from datamodules.errors import MERError
 from datamodules.loso import LOSODataModule
@@ -117,6 +118,10 @@ class MERCLI(LightningCLI):
         is named with the closest accepted one (:func:`misspelt_key`)."""
         try:
             self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        except OmegaConfBaseException as err:  # an interpolation ${a.b} naming a key the config does not have
+            where = f" at {err.full_key}" if getattr(err, "full_key", None) else ""
+            raise MERError(f"config{where}: {str(err).splitlines()[0]}; an interpolation ${{a.b}} names a key of the "
+                           "config (is this a `lightning fit` config of trainer/model/data?)") from None
         except ArgumentError as err:
             parsers = [parser, *getattr(self, "_subcommand_parsers", {}).values()]
             options = sorted({option for each in parsers for action in each._actions for option in action.option_strings

@@ -93,7 +93,7 @@ class LocalExecutor:
         count = torch.cuda.device_count()
         if count == 0:
             raise MERError(f"--devices {self.devices}: torch sees no CUDA GPU on this machine; leave --devices out to "
-                           "train on the CPU (--workers N runs N folds at once)")
+                           "train on the CPU")
         listed = os.environ.get("CUDA_VISIBLE_DEVICES")
         visible = [d.strip() for d in listed.split(",")] if listed else [str(i) for i in range(count)]
         if not all(d.isdigit() for d in visible):  # UUIDs or MIG names: the indices cannot be checked here

@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
 
 
 def run(args: Namespace, overrides: list[str]) -> None:
-    from ..runner.options import SlurmOptions, parse_devices
+    from ..runner.options import LocalExecutor, SlurmOptions, parse_devices
     from .launch import launch_slurm, run_local_workers
     from ..output_folder import check_output_folder, writing_into
     from .setup import check_output, check_spec, claim_output
@@ -87,6 +87,8 @@ def run(args: Namespace, overrides: list[str]) -> None:
     spec = spec.with_base(overrides, trials)
     spec.budget  # a bayes/random study without --trials or run_cap: one line, before anything is written
     devices = parse_devices(args.devices) if args.devices else None
+    if devices and args.launcher == "local":
+        LocalExecutor(devices=args.devices).check_visible()
     workers = len(devices) if devices else args.parallel
     if workers < 1 or args.heartbeat <= 0 or args.grace_period <= args.heartbeat or args.max_retry < 0:
         raise MERError("give --parallel >= 1, --heartbeat > 0, --grace-period > --heartbeat and --max-retry >= 0")

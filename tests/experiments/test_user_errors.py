@@ -107,8 +107,10 @@ def test_devices_that_are_not_visible_are_refused(tiny_config: Path, tmp_path: P
     """`--devices 5` on a CPU machine used to train on the CPU, labelled "g5"."""
     if not torch.cuda.is_available():
         line = loso(tiny_config, tmp_path / "run", "--devices", "5", capsys=capsys)
-        assert line == ("error: --devices 5: torch sees no CUDA GPU on this machine; leave --devices out to train on "
-                        "the CPU (--workers N runs N folds at once)")
+        assert line == "error: --devices 5: torch sees no CUDA GPU on this machine; leave --devices out to train on the CPU"
+        code, _, err = run_in_process(mer_main, ["sweep", "configs/sweeps/medn_synthetic_demo.yaml", "--devices", "5",
+                                                 "--output", str(tmp_path / "sweep")], capsys)
+        assert one_line_error(code, err) == line
         assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -209,6 +211,19 @@ def test_a_misspelt_option_names_the_closest_one(args, expected, tmp_path: Path,
     line = loso(ROOT / "configs/medn/synthetic.yaml", tmp_path / "run", *args, capsys=capsys)
     assert line == f"error: {expected}"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_spec_given_as_config_is_one_line(tmp_path: Path, capsys) -> None:
+    """A sweep spec's ${env} is no key of a config: OmegaConf's 60-line traceback before."""
+    line = loso(ROOT / "configs/sweeps/medn_lambda_au.yaml", tmp_path / "run", capsys=capsys)
+    assert line.startswith("error: config at command[0]: Interpolation key '..env' not found")
+    assert line.endswith("(is this a `lightning fit` config of trainer/model/data?)") and not (tmp_path / "run").exists()
+
+
+def test_a_batch_size_of_zero_is_one_line(tiny_config: Path, tmp_path: Path, capsys) -> None:
+    """It was a ZeroDivisionError in the loop settings."""
+    line = loso(tiny_config, tmp_path / "run", "--data.init_args.batch_size", "0", capsys=capsys)
+    assert line == "error: data.init_args: batch_size 0 (give at least 1)" and not (tmp_path / "run").exists()
 
 
 def test_a_file_that_is_no_checkpoint_is_one_line(tiny_config: Path, tmp_path: Path, capsys) -> None:
