@@ -84,8 +84,8 @@ class LocalExecutor:
 
     def check_visible(self) -> None:
         """``--devices`` names GPUs this machine shows: ids of ``CUDA_VISIBLE_DEVICES`` where it is set (each fold
-        worker gets one of them as its ``CUDA_VISIBLE_DEVICES``), else 0..N-1. Where SLURM runs the folds, the
-        task's devices are checked there."""
+        worker gets one of them as its ``CUDA_VISIBLE_DEVICES``), else 0..N-1. Checked where ``mer loso`` runs the
+        folds itself; a SLURM array task uses the devices SLURM gives it."""
         if self.devices is None:
             return
         import torch  # only here: the options are read by `mer loso --help`, which imports no torch
