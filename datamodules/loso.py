@@ -57,6 +57,10 @@ class LOSODataModule(L.LightningDataModule, ABC):
         split_seed: int = 0,
     ) -> None:
         super().__init__()
+        least = {"batch_size": (batch_size, 1), "num_workers": (num_workers, 0), "val_subjects": (val_subjects, 0)}
+        bad = [f"{name} {value} (give at least {low})" for name, (value, low) in least.items() if value < low]
+        if bad:
+            raise MERError(f"data.init_args: {', '.join(bad)}")
         self.fold = fold
         self.test_subject = test_subject
         self.k_folds = k_folds

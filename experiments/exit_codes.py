@@ -12,7 +12,8 @@ from jsonargparse import ArgumentError
 
 from datamodules.errors import MERError
 
-_NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given value type:", "Expected a <class 'NoneType'>")
+_NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given value type:", "Given value:",
+          "Expected a <class 'NoneType'>")
 
 
 def one_line(err: BaseException) -> str:

@@ -14,21 +14,26 @@ import logging
 import math
 import os
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import Namespace
+import torch
+from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.plugins.environments import ClusterEnvironment, LightningEnvironment, SLURMEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf.errors import OmegaConfBaseException
 
 from datamodules.errors import MERError
 from datamodules.loso import LOSODataModule
 from lightning_modules.base import MERClassifier
 
 from .config_files import PARSER_MODE
+from .misspelt_keys import misspelt_key
 
 # Loggers of Lightning's informational lines that our commands do not show: the device report ("GPU
 # available: ...", "TPU available: ...", the CUDA_VISIBLE_DEVICES line), install tips ("💡 Tip: ...
@@ -42,10 +47,19 @@ PARSER = {"exit_on_error": False, "parser_mode": PARSER_MODE}
 SPECIAL_CHECKPOINTS = ("best", "last", "hpc", "registry")
 
 
+# Lightning (up to 2.6.6, the newest release) builds torch's `LeafSpec()` in `_tree_flatten`
+# (lightning/pytorch/utilities/_pytree.py) for every CombinedLoader, i.e. for each fit and predict loop, and torch
+# 2.13 deprecates that class: a FutureWarning about Lightning's own code that a user can do nothing about.
+LEAFSPEC_DEPRECATION = {"message": r"`isinstance\(treespec, LeafSpec\)` is deprecated", "category": FutureWarning,
+                        "module": r"lightning\.pytorch\.utilities\._pytree"}
+
+
 def quiet_lightning() -> None:
-    """Raise the level of :data:`CHATTY_LOGGERS` to WARNING (called by our commands, not on import)."""
+    """Raise the level of :data:`CHATTY_LOGGERS` to WARNING and hide :data:`LEAFSPEC_DEPRECATION`, that one
+    warning of that one module (called by our commands, not on import)."""
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", **LEAFSPEC_DEPRECATION)
 
 
 def on_slurm() -> bool:
@@ -70,6 +84,18 @@ def deliberate_environment() -> Iterator[None]:
         yield
 
 
+def check_accelerator(accelerator: Any) -> None:
+    """Refuse a GPU accelerator (``gpu``, ``cuda``, ``mps``) that this machine does not have, in words a user
+    can act on (Lightning's own error is a traceback)."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        shown = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        raise MERError(f"--trainer.accelerator {accelerator}: torch sees no CUDA GPU on this machine{shown}; "
+                       "use --trainer.accelerator auto (a GPU where there is one) or cpu")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise MERError("--trainer.accelerator mps: this machine has no Apple MPS device; use --trainer.accelerator auto or cpu")
+
+
 def with_cluster_environment(plugins: Any) -> list[Any]:
     """The configured trainer plugins, plus :func:`cluster_environment` unless one of them is one."""
     plugins = plugins if isinstance(plugins, list) else [] if plugins is None else [plugins]
@@ -88,17 +114,42 @@ class MERCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse `args` (None: ``sys.argv``). Our commands hand over their own argv, or a fold's config,
-        on purpose: Lightning's warning about `args` given beside ``sys.argv`` does not apply."""
-        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        on purpose: Lightning's warning about `args` given beside ``sys.argv`` does not apply. A misspelt key
+        is named with the closest accepted one (:func:`misspelt_key`)."""
+        try:
+            self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        except OmegaConfBaseException as err:  # an interpolation ${a.b} naming a key the config does not have
+            where = f" at {err.full_key}" if getattr(err, "full_key", None) else ""
+            raise MERError(f"config{where}: {str(err).splitlines()[0]}; an interpolation ${{a.b}} names a key of the "
+                           "config (is this a `lightning fit` config of trainer/model/data?)") from None
+        except ArgumentError as err:
+            parsers = [parser, *getattr(self, "_subcommand_parsers", {}).values()]
+            options = sorted({option for each in parsers for action in each._actions for option in action.option_strings
+                              if option.startswith("--")})
+            message = misspelt_key(str(err), options, {"trainer": Trainer})
+            if message is None:
+                raise
+            raise MERError(message) from None
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads --ckpt_path's hyper-parameters right after parsing (``LightningCLI._parse_ckpt_path``,
+        a traceback for a file that is no checkpoint): the checkpoint is checked first."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand in ("test", "predict") and not ckpt_path:
+            raise MERError(f"{subcommand} needs --ckpt_path FILE (e.g. a fold's folds/fold_003/last.ckpt); "
+                           "without it the model's untrained weights would be evaluated")
+        if ckpt_path and ckpt_path.split(":")[0] not in SPECIAL_CHECKPOINTS and "://" not in ckpt_path:
+            if not Path(ckpt_path).is_file():
+                raise MERError(f"checkpoint not found: {ckpt_path} (--ckpt_path takes a .ckpt file, 'best' or 'last')")
+            if not zipfile.is_zipfile(ckpt_path):  # torch.save's format; a truncated one lacks the zip's end record
+                raise MERError(f"--ckpt_path {ckpt_path} is not a checkpoint (a .ckpt file Lightning saved), or it is "
+                               "truncated; give another one")
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
-        ckpt_path = self.config.get(str(self.subcommand), Namespace()).get("ckpt_path")
-        if self.subcommand in ("test", "predict") and not ckpt_path:
-            raise MERError(f"{self.subcommand} needs --ckpt_path FILE (e.g. a fold's folds/fold_003/last.ckpt); "
-                           "without it the model's untrained weights would be evaluated")
-        if ckpt_path and ckpt_path.split(":")[0] not in SPECIAL_CHECKPOINTS and "://" not in ckpt_path \
-                and not Path(ckpt_path).is_file():
-            raise MERError(f"checkpoint not found: {ckpt_path} (--ckpt_path takes a .ckpt file, 'best' or 'last')")
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_accelerator(config.get("trainer", Namespace()).get("accelerator"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured Trainer with :func:`cluster_environment` among its plugins and, where the config
@@ -107,7 +158,11 @@ class MERCLI(LightningCLI):
         kwargs.setdefault("plugins", with_cluster_environment(config.get("plugins")))
         if config.get("logger") in (None, True) and not config.get("barebones"):
             kwargs.setdefault("logger", CSVLogger(save_dir=config.get("default_root_dir") or os.getcwd()))
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ModuleNotFoundError) as err:  # Lightning's words for a trainer setting
+            # it cannot use here (a ModuleNotFoundError: an accelerator's package, e.g. torch_xla for tpu)
+            raise MERError(f"trainer config: {' '.join(str(err).split())} (see `mer fit --help`)") from None
         fit_loops_to_fold(trainer, self.datamodule, config)
         return trainer
 

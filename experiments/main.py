@@ -74,9 +74,20 @@ def run_lightning(argv: list[str] | None, prog: str) -> None:
         make_cli(argv, prog=prog)
 
 
+def quick_help(prog: str, args: list[str]) -> bool:
+    """Print the help of `prog ARGS` without importing Lightning where it can be (``experiments.quick_help``)."""
+    from .quick_help import quick_parser
+
+    parser = quick_parser(prog, args)
+    if parser is not None:
+        parser.print_help()
+    return parser is not None
+
+
 def lightning_main(argv: list[str] | None = None) -> None:
     """The `lightning` command; `argv` only when called from Python (else LightningCLI reads sys.argv)."""
-    guarded(lambda: run_lightning(argv, "lightning"), FOLD_RESUME)
+    if not quick_help("lightning", sys.argv[1:] if argv is None else argv):
+        guarded(lambda: run_lightning(argv, "lightning"), FOLD_RESUME)
 
 
 def mer_main(argv: list[str] | None = None) -> None:
@@ -85,6 +96,8 @@ def mer_main(argv: list[str] | None = None) -> None:
     name = args[0] if args[0] in SUBCOMMANDS else None
     if name is None:
         guarded(lambda: mer_parser().parse_args(args), "nothing was written")  # help, or names the subcommands
+    elif quick_help(f"mer {name}", args[1:]):
+        return
     elif name in LIGHTNING_SUBCOMMANDS:
         guarded(lambda: run_lightning(argv, "mer"), SUBCOMMANDS[name].resume)
     else:

@@ -24,6 +24,7 @@ from jsonargparse import ArgumentParser, Namespace
 from datamodules.errors import MERError
 
 from .atomic_files import atomic_write_text
+from .output_folder import check_output_file, writing_into
 from .plots import column_decimals, draw_confusion, pyplot, save_figure
 
 # Keys that are only a seed: runs differing in them alone are repetitions (our choice: the split seed
@@ -94,17 +95,22 @@ def main(argv: list[str]) -> None:
 
 
 def run(args: Namespace) -> None:
+    confusion = args.confusion or (args.output.with_name(args.output.stem + ".confusion.png") if args.output
+                                   else Path("report.confusion.png"))
+    if args.output is not None:
+        check_output_file(args.output)
+    check_output_file(confusion, "--confusion")
     runs = load_runs(args.dirs)
     table = build_table(runs, args.by)
     text = format_table(table, args.format, args.digits)
     print(text, end="")
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.output, text)
+        with writing_into(args.output):
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.output, text)
         print(f"table: {args.output}", file=sys.stderr)
-    confusion = args.confusion or (args.output.with_name(args.output.stem + ".confusion.png") if args.output
-                                   else Path("report.confusion.png"))
-    plot_confusions(table, confusion)
+    with writing_into(confusion, "--confusion"):
+        plot_confusions(table, confusion)
     print(f"confusion matrices: {confusion}", file=sys.stderr)
 
 

@@ -123,6 +123,13 @@ class MERClassifier(L.LightningModule, ABC):
         return {"index": batch["index"], "probs": torch.softmax(self(batch)["logits"].float(), dim=-1)}
 
 
+def check_loss_weights(**weights: float) -> None:
+    """Refuse a negative (or NaN) loss weight: its term would be maximised, silently. 0 turns a term off."""
+    bad = [f"{name} {value}" for name, value in weights.items() if not value >= 0]
+    if bad:
+        raise MERError(f"loss weight(s) {', '.join(bad)}: a loss weight is a number >= 0 (0 turns its term off)")
+
+
 class WeightedLossMixin(ABC):
     """Training style: automatic optimisation of ``sum_name weight[name] * term[name]``.
 

@@ -21,7 +21,8 @@ from jsonargparse import ArgumentParser, Namespace
 from datamodules.errors import MERError
 
 from ..atomic_files import write_json
-from ..runner.fold_selection import format_folds, parse_folds
+from ..output_folder import check_output_folder, writing_into
+from ..runner.fold_selection import format_folds
 
 if TYPE_CHECKING:
     from ..runner.run_plan import RunPlan
@@ -32,7 +33,8 @@ def build_parser() -> ArgumentParser:
         prog="mer probe", exit_on_error=False,
         description="Linear probe of subject identity on the features each model declares, for every finished "
                     "fold of a `mer loso` run dir (its training subjects only), pooled over folds. "
-                    "Prints a table; writes probe.json and probe.png (probe_folds-<folds>.* with --folds).")
+                    "Prints a table; writes probe.json and probe.png, named probe_folds-<folds>.* where not every fold "
+                    "of the run was probed (--folds, or a run still training).")
     parser.add_argument("run_dir", help="a run directory written by `mer loso`")
     parser.add_argument("--output", type=Optional[str], default=None,
                         help="folder for probe.json and probe.png (default RUN_DIR)")
@@ -58,21 +60,24 @@ def run(args: Namespace) -> None:
     run_dir = Path(args.run_dir)
     plan = load_plan(run_dir)
     check_device(args.device)
-    result = probe_run(plan, run_dir, args.folds, args.device, args.seed, args.subjects)
     output = Path(args.output) if args.output else run_dir
-    output.mkdir(parents=True, exist_ok=True)
-    stem = output / output_stem(args.folds, plan, args.subjects)
-    write_json(stem.with_suffix(".json"), result)
+    check_output_folder(output)
+    result = probe_run(plan, run_dir, args.folds, args.device, args.seed, args.subjects)
+    stem = output / output_stem(result["folds"], plan, args.subjects)
+    with writing_into(output):
+        output.mkdir(parents=True, exist_ok=True)
+        write_json(stem.with_suffix(".json"), result)
     plot_probe(result, stem.with_suffix(".png"))
     print(probe_table(result))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
 
 
-def output_stem(folds: str | None, plan: RunPlan, subjects: str = "training") -> str:
-    """'probe' for every finished fold; 'probe_folds-1-3' for --folds 1-3 (a subset never replaces the
-    whole); 'probe_held_out...' for the held-out subjects' probe."""
+def output_stem(probed: list[int], plan: RunPlan, subjects: str = "training") -> str:
+    """'probe' where every fold of the run was probed; else named by the folds probed, 'probe_folds-1-3'
+    (a subset, e.g. of a run still training or of --folds 1-3, never takes the whole run's name);
+    'probe_held_out...' for the held-out subjects' probe."""
     stem = "probe" if subjects == "training" else "probe_held_out"
-    return stem if folds is None else f"{stem}_folds-{format_folds(parse_folds(folds, plan.n_folds))}"
+    return stem if sorted(probed) == list(range(plan.n_folds)) else f"{stem}_folds-{format_folds(sorted(probed))}"
 
 
 def load_plan(run_dir: Path) -> RunPlan:

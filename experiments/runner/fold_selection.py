@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datamodules.errors import MERError
 
+MAX_SEED = 2**32 - 1  # Lightning's seed_everything range
+
 
 def parse_folds(spec: str | None, n_folds: int) -> list[int]:
     """Sorted fold indices of `spec` ('0-9', '3,5', '0-3,7'); None means every fold.

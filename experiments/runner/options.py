@@ -18,8 +18,7 @@ from jsonargparse import ArgumentParser, Namespace
 from datamodules.errors import MERError
 
 from ..signature_options import add_signature_options
-from .fold_selection import parse_folds, parse_numbers
-from .run_plan import MAX_SEED
+from .fold_selection import MAX_SEED, parse_folds, parse_numbers
 from .slurm_options import SlurmOptions
 from .wandb_runs import sweep_trial
 
@@ -82,6 +81,28 @@ class LocalExecutor:
 
     def device_list(self) -> list[str]:
         return parse_devices(self.devices or "")
+
+    def check_visible(self) -> None:
+        """``--devices`` names GPUs this machine shows: ids of ``CUDA_VISIBLE_DEVICES`` where it is set (each fold
+        worker gets one of them as its ``CUDA_VISIBLE_DEVICES``), else 0..N-1. Checked where ``mer loso`` runs the
+        folds itself; a SLURM array task uses the devices SLURM gives it."""
+        if self.devices is None:
+            return
+        import torch  # only here: the options are read by `mer loso --help`, which imports no torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise MERError(f"--devices {self.devices}: torch sees no CUDA GPU on this machine; leave --devices out to "
+                           "train on the CPU")
+        listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+        visible = [d.strip() for d in listed.split(",")] if listed else [str(i) for i in range(count)]
+        if not all(d.isdigit() for d in visible):  # UUIDs or MIG names: the indices cannot be checked here
+            return
+        unknown = [d for d in self.device_list() if d not in visible]
+        if unknown:
+            where = f"CUDA_VISIBLE_DEVICES={listed}" if listed else f"{count} GPU(s)"
+            raise MERError(f"--devices {self.devices}: GPU(s) {','.join(unknown)} not visible here ({where}); "
+                           f"give ids among {','.join(visible)}")
 
     @property
     def parallel(self) -> bool:
@@ -211,6 +232,8 @@ class LosoOptions:
             getattr(self, name).check()
         if self.batching.given:
             self.check_fold_batch_executor()
+        if not self.slurm.on_slurm:
+            self.local.check_visible()
         if self.slurm.on_slurm and sweep_trial() is not None:
             raise MERError("--launcher slurm inside a wandb agent trial returns once the jobs are submitted, so the "
                            "trial would end without its pooled metric; run the agent inside SLURM jobs "

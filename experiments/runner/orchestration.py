@@ -11,6 +11,7 @@ from typing import Any
 
 from datamodules.errors import MERError
 
+from ..output_folder import check_output_folder
 from .executors.local import run_local
 from .executors.slurm import launch, launch_seeds_summary
 from .options import LosoOptions
@@ -32,6 +33,7 @@ def run_loso(config_yaml: str, options: LosoOptions) -> dict[str, Any] | None:
         raise MERError("mer loso needs an output directory (--output DIR)")
     os.environ.setdefault("WANDB_SILENT", "true")
     run_dir = Path(scope.output)
+    check_output_folder(run_dir)
     check_output(run_dir, seeds=scope.seeds is not None)
     if scope.seeds is not None:
         run_dirs = [seed_dir(run_dir, seed) for seed in scope.seed_list()]

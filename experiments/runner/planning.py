@@ -20,11 +20,12 @@ from typing import Any
 from datamodules.errors import MERError
 
 from ..atomic_files import damaged, read_json, write_json
-from .fold_selection import parse_folds
+from ..output_folder import writing_into
+from .fold_selection import MAX_SEED, parse_folds
 from .jobs.fold_group_job import check_fold_batch
 from .jobs.weight_selection import check_weight_selection
 from .options import LosoOptions
-from .run_plan import FOLD_PLAN, FOLD_PLAN_REMEDY, MAX_SEED, PROBE_TRAINER, RunConfig, RunPlan, config_differences, fold_plan_difference, \
+from .run_plan import FOLD_PLAN, FOLD_PLAN_REMEDY, PROBE_TRAINER, RunConfig, RunPlan, config_differences, fold_plan_difference, \
     instantiate, is_rank_zero
 
 
@@ -82,6 +83,8 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
     config = RunConfig.from_yaml(config_yaml)
     options.check()
     check_config_for_options(config, options)
+    digest = config.hash
+    previous = _previous_plan(run_dir, config, digest)  # before the data is prepared: a refused rerun costs nothing
     probe = instantiate(config.with_trainer(**PROBE_TRAINER))
     datamodule = probe.datamodule
     check_weight_selection(probe.trainer.callbacks, datamodule.val_subjects)
@@ -92,8 +95,6 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
     if config.seed + n_folds - 1 > MAX_SEED:  # fold k trains with seed_everything + k
         raise MERError(f"seed_everything {config.seed}: fold {n_folds - 1} would train with seed {config.seed + n_folds - 1}, "
                        f"above {MAX_SEED} (Lightning's range); use a seed <= {MAX_SEED - n_folds + 1}")
-    digest = config.hash
-    previous = _previous_plan(run_dir, config, digest)
     fold_plan = datamodule.fold_plan_record()
     _check_same_fold_plan(run_dir, fold_plan)
     threads = options.local.threads_per_fold
@@ -117,9 +118,10 @@ def plan_run(config_yaml: str, options: LosoOptions, run_dir: Path) -> RunPlan:
         config=config,
     )
     if is_rank_zero():
-        (run_dir / "folds").mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / FOLD_PLAN, fold_plan)
-        plan.save(run_dir, config_yaml)
+        with writing_into(run_dir):
+            (run_dir / "folds").mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / FOLD_PLAN, fold_plan)
+            plan.save(run_dir, config_yaml)
     return plan
 
 

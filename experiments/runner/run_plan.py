@@ -28,7 +28,6 @@ FOLD_PLAN = "fold_plan.json"
 FOLD_PLAN_REMEDY = ("delete it and rerun the run's mer loso command: it plans the folds again from the data "
                     "(mer audit then checks the finished folds against them)")
 SHOWN_SUBJECTS = 4  # test subjects a fold's name lists
-MAX_SEED = 2**32 - 1  # Lightning's seed_everything range
 ONE_DEVICE = (1, "1", None, "auto")  # trainer.devices values that train a fold on one device
 RUN_JSON_TYPES = {"config_hash": str, "n_folds": int, "folds": list, "test_subjects": dict, "class_names": list,
                   "base_seed": int, "threads_per_fold": int}  # what RunPlan.load checks of run.json's values

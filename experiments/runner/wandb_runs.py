@@ -26,10 +26,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomic_files import write_json
-from .run_plan import RunPlan
+
+if TYPE_CHECKING:  # annotations only: `mer loso --help` reads the options without Lightning
+    from .run_plan import RunPlan
 
 AGENT_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
 PARKED = "MER_PARKED_"

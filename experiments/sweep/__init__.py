@@ -78,8 +78,9 @@ def main(argv: list[str]) -> None:
 
 
 def run(args: Namespace, overrides: list[str]) -> None:
-    from ..runner.options import parse_devices
+    from ..runner.options import LocalExecutor, parse_devices
     from .launch import launch_slurm, run_local_workers
+    from ..output_folder import check_output_folder, writing_into
     from .setup import check_output, check_spec, claim_output
     from .spec import load_spec
     from .study import SETTINGS, SweepSettings, open_study, requeue_failed, unfinished, unretried_failures
@@ -93,6 +94,8 @@ def run(args: Namespace, overrides: list[str]) -> None:
     spec = spec.with_base(overrides, trials)
     spec.budget  # a bayes/random study without --trials or run_cap: one line, before anything is written
     devices = parse_devices(args.devices) if args.devices else None
+    if devices and args.launcher == "local":
+        LocalExecutor(devices=args.devices).check_visible()
     workers = len(devices) if devices else args.parallel
     if workers < 1 or args.heartbeat <= 0 or args.grace_period <= args.heartbeat or args.max_retry < 0:
         raise MERError("give --parallel >= 1, --heartbeat > 0, --grace-period > --heartbeat and --max-retry >= 0")
@@ -102,9 +105,11 @@ def run(args: Namespace, overrides: list[str]) -> None:
         if devices:
             raise MERError("--devices picks local GPUs; on SLURM give --gpus-per-task (each task uses the GPUs it gets)")
         slurm.check()
+    check_output_folder(output)
     check_output(spec, output, overrides)
     check_spec(spec, output)
-    claim_output(spec, output)
+    with writing_into(output):
+        claim_output(spec, output)
     cpus = args.cpus_per_task if args.launcher == "slurm" else len(os.sched_getaffinity(0))
     SweepSettings(loso_overrides=overrides, trials=spec.run_cap, wandb=args.wandb, heartbeat=args.heartbeat,
                   grace_period=args.grace_period, max_retry=args.max_retry,

@@ -32,7 +32,7 @@ def check_spec(spec: SweepSpec, output: Path) -> None:
     args = [*spec.trial_args(params), "--output", str(output)]
     try:
         cli = parse_loso(args)
-    except ArgumentError as err:
+    except (ArgumentError, MERError) as err:  # MERError: a misspelt key, with the closest name (misspelt_keys)
         raise MERError(f"{spec.path}: mer loso refuses a trial's options ({' '.join(args)}): {one_line(err)}") from None
     config = RunConfig.from_yaml(cli.fold_config_yaml()).with_trainer(**PROBE_TRAINER)
     datamodule = instantiate(config).datamodule

@@ -37,6 +37,7 @@ DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "log_unifo
 OWN_OPTIONS = ("--output", "--wandb")  # set per trial by mer sweep
 CONFIG_VARIABLE = re.compile(r"^\$\{MER_CONFIG:-([^}]*)\}$")  # ${MER_CONFIG:-configs/medn/synthetic.yaml}
 ARGS_VARIABLES = ("$MER_ARGS", "${MER_ARGS}")
+LOSS_WEIGHT = "lambda_"  # the models' loss weights (lambda_au, lambda_div, ...): numbers >= 0
 LOSO_OVERRIDES = ("--config", "--seed_everything", "--trainer", "--model", "--data", "--optimizer", "--lr_scheduler")
 
 
@@ -158,6 +159,18 @@ def load_spec(path: Path) -> SweepSpec:
 
 
 def _parameter(name: str, body: Any, fail: Any) -> Parameter:
+    """The parameter of a spec entry; a loss weight (``lambda_*``, as the models check it) that could go
+    negative is refused here, before any trial runs."""
+    parameter = _parsed_parameter(name, body, fail)
+    if parameter.short.startswith(LOSS_WEIGHT):
+        numbers = [value for value in (*parameter.values, parameter.low) if isinstance(value, (int, float))]
+        if any(not value >= 0 for value in numbers):
+            raise fail(f"parameter {name}: a loss weight is a number >= 0 (0 turns its term off), "
+                       f"but {min(numbers)} is among its values or its min")
+    return parameter
+
+
+def _parsed_parameter(name: str, body: Any, fail: Any) -> Parameter:
     if not isinstance(body, dict):
         raise fail(f"parameter {name}: give values, value or min/max")
     if "value" in body:

@@ -13,7 +13,7 @@ from losses import (consistency_loss, cross_correlation_loss, focal_loss, identi
                     scale_gradient)
 
 from ..backbones.resnet import Norm
-from ..base import Batch, MERClassifier, WeightedLossMixin
+from ..base import Batch, MERClassifier, WeightedLossMixin, check_loss_weights
 from .torch_model import LFDTCMENModel, MotionInput, different_subject_partners, standardise_columns
 
 DRL_TERMS = ("orth", "rec", "cons", "cycle", "id")
@@ -152,11 +152,11 @@ class LFDTCMEN(WeightedLossMixin, MERClassifier):
         weight_decay: float = 1e-4,
     ) -> None:
         super().__init__(num_classes, num_aus, num_identities)
+        check_loss_weights(lambda_orth=lambda_orth, lambda_rec=lambda_rec, lambda_cons=lambda_cons, lambda_cycle=lambda_cycle,
+                           lambda_id=lambda_id, lambda_cls=lambda_cls, lambda_id_adv=lambda_id_adv)
         if use_drl and lambda_id > 0 and num_identities < 2:
             raise MERError(f"lambda_id > 0 needs num_identities >= 2 (the fold's training subjects), got {num_identities}; "
                            "it is linked from the datamodule's num_identities (or set lambda_id: 0)")
-        if lambda_id_adv < 0:
-            raise MERError(f"lambda_id_adv is a gradient-reversal strength and must be >= 0, got {lambda_id_adv}")
         if adversary_lr_scale <= 0:
             raise MERError(f"adversary_lr_scale multiplies the learning rate and must be > 0, got {adversary_lr_scale}")
         self.save_hyperparameters()

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from losses import au_bce_loss, focal_loss, orthogonal_loss
 
-from ..base import Batch, MERClassifier, WeightedLossMixin
+from ..base import Batch, MERClassifier, WeightedLossMixin, check_loss_weights
 from .torch_model import Fusion, MEDNModel, MotionBackbone
 
 
@@ -72,6 +72,7 @@ class MEDN(WeightedLossMixin, MERClassifier):
         motion_lr_gamma: float = 0.1,
     ) -> None:
         super().__init__(num_classes, num_aus, num_identities)
+        check_loss_weights(lambda_au=lambda_au, lambda_orth=lambda_orth)
         self.save_hyperparameters()
         self.model = MEDNModel(
             num_classes, num_aus, motion_backbone, flow_channels, image_size, seq_len, patch_size,

@@ -13,7 +13,7 @@ from torch import Tensor
 from datamodules.errors import MERError
 from losses import MINE, divergence_loss, identity_cross_entropy, scale_gradient
 
-from ..base import Batch, MERClassifier
+from ..base import Batch, MERClassifier, check_loss_weights
 from .torch_model import AttentionResNet, idnet, menet
 
 STAGE_TARGETS = {1: "idnet", 2: "menet", 3: "idnet", 4: "menet"}  # Table 4
@@ -102,6 +102,7 @@ class Xie2022(MERClassifier):
         mine_hidden: int = 64,
     ) -> None:
         super().__init__(num_classes, num_aus, num_identities)
+        check_loss_weights(lambda_div=lambda_div, lambda_mi_menet=lambda_mi_menet, lambda_mi_idnet=lambda_mi_idnet)
         _check_settings(num_frames, use_dao, use_div, use_idnet_mine, num_identities)
         self.stage_unit, stage_lengths = _stage_schedule(stage_epochs, stage_steps)
         self.save_hyperparameters()

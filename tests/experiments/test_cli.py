@@ -3,8 +3,10 @@ commands print nothing but their result (no Lightning chatter); `mer --help` nee
 
 from __future__ import annotations
 
+import argparse
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +149,48 @@ def test_loso_usage_lists_the_runner_options(capsys):
                    "--launcher {local,slurm}", "--dry-run", "--aggregate-only", "--wandb-project"):
         assert option in out, option
     assert "only these fold indices" in out
+
+
+QUICK_HELP = ("import sys\nfrom experiments.main import {main}\n{main}({argv!r})\n"
+              "print('imported:', sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
+
+
+@pytest.mark.parametrize("main, argv", [("mer_main", ["loso", "--help"]), ("mer_main", ["loso", "-c", "x.yaml", "-h"]),
+                                        ("lightning_main", ["--help"])])
+def test_help_of_loso_and_lightning_needs_no_lightning(main, argv):
+    """`mer loso --help` and `lightning --help` answer from light parsers (experiments.quick_help)."""
+    result = subprocess.run([sys.executable, "-c", QUICK_HELP.format(main=main, argv=argv)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {'mer loso' if argv[0] == 'loso' else 'lightning'}")
+    assert result.stdout.splitlines()[-1] == "imported: []"
+
+
+def option_strings(parser) -> set[str]:
+    """The options the help of `parser` lists (hidden ones, like jsonargparse's --print_shtab, left out)."""
+    return {option for action in parser._actions if action.help != argparse.SUPPRESS for option in action.option_strings}
+
+
+def test_quick_loso_help_lists_the_full_parsers_options():
+    """The light `mer loso --help` has every option of the full LightningCLI parser that is not a config key
+    (--trainer.*, --model*, --data*, --seed_everything), and invents none."""
+    from experiments.loso import parse
+    from experiments.quick_help import loso_parser
+
+    full = option_strings(parse(["--config", "configs/medn/synthetic.yaml"]).parser)
+    config_keys = {option for option in full if option.startswith(("--trainer", "--model", "--data", "--seed_everything"))}
+    assert option_strings(loso_parser()) == full - config_keys
+    assert len(config_keys) > 40  # the Trainer's arguments among them
+
+
+def test_quick_lightning_help_lists_lightnings_subcommands(capsys):
+    code, quick, _ = run_in_process(lightning_main, ["--help"], capsys)
+    assert code == 0
+    code, full, _ = run_in_process(lambda argv: make_cli(argv, prog="lightning"), ["--help"], capsys)
+    assert code == 0
+    listed = [re.findall(r"^ {4}(fit|validate|test|predict) ", text, flags=re.MULTILINE) for text in (quick, full)]
+    assert listed[0] == listed[1] == ["fit", "validate", "test", "predict"]
+    assert all(option in text for option in ("-c CONFIG", "--config CONFIG", "--print_config") for text in (quick, full))
 
 
 def test_loso_hands_the_resolved_config_and_options_to_the_runner(tmp_path, monkeypatch):

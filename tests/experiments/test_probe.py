@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from experiments.main import mer_main
+from experiments.probe import output_stem
 from experiments.probe.extract import load_weights, weights_file
 from experiments.probe.linear import FoldProbe, balanced_accuracy, chance_level, pool_folds, probe_fold, split_per_subject
 from datamodules import SyntheticDataModule
@@ -172,7 +174,7 @@ def tiny_run(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_mer_probe_end_to_end(tiny_run: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_in_process(mer_main, ["probe", str(tiny_run), "--output", str(tmp_path / "probe")], capsys)
     assert code == 0, err
-    result = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    result = json.loads((tmp_path / "probe" / "probe_folds-0-1.json").read_text())  # 2 of 4 folds: not the run's name
     plan = json.loads((tiny_run / "run.json").read_text())
     clips = SyntheticDataModule(**TINY_SYNTHETIC, cache_dir=str(cache_dir)).table["subject"].astype(str).value_counts()
     assert result["model"] == "MEDN" and result["folds"] == [0, 1]
@@ -187,16 +189,24 @@ def test_mer_probe_end_to_end(tiny_run: Path, cache_dir: Path, tmp_path: Path, c
     assert motion["dim"] == 16 and motion["pooled"]["chance"] == pytest.approx(1 / 3)
     assert [f["fold"] for f in motion["per_fold"]] == [0, 1]
     assert any("fold 2" in note and "not finished" in note for note in result["notes"])
-    assert (tmp_path / "probe" / "probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "probe" / "probe_folds-0-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(path.name for path in (tmp_path / "probe").iterdir()) == ["probe_folds-0-1.json", "probe_folds-0-1.png"]
     assert not (tiny_run / "probe.json").exists()
     table = out.splitlines()
     assert any(line.split()[:2] == ["motion", "16"] for line in table)
     assert "ratio" in out and "probe" in err  # the table, and the progress bar over folds on stderr
 
-    code, _, err = run_in_process(mer_main, ["probe", str(tiny_run), "--folds", "1"], capsys)
+    code, _, err = run_in_process(mer_main, ["probe", str(tiny_run), "--folds", "1-3"], capsys)  # 2, 3 unfinished
     assert code == 0, err
     assert json.loads((tiny_run / "probe_folds-1.json").read_text())["folds"] == [1]
     assert (tiny_run / "probe_folds-1.png").is_file() and not (tiny_run / "probe.json").exists()
+
+
+def test_probe_files_are_named_by_the_folds_probed() -> None:
+    """Only a probe of every fold of the run takes the run's name (probe.json)."""
+    plan = SimpleNamespace(n_folds=4)
+    assert output_stem([0, 1, 2, 3], plan) == "probe" and output_stem([0, 1, 2, 3], plan, "held_out") == "probe_held_out"
+    assert output_stem([0, 1], plan) == "probe_folds-0-1" and output_stem([1, 3], plan, "held_out") == "probe_held_out_folds-1,3"
 
 
 def one_line_error(code: int, err: str) -> str:

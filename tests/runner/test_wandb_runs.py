@@ -8,6 +8,8 @@ import json
 import os
 import statistics
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -201,3 +203,21 @@ def test_fold_batched_folds_log_the_curves_a_sequential_fold_logs(tiny_config, t
             assert 2 * (rows[0]["trainer/global_step"] + 1) == rows[1]["trainer/global_step"] + 1
     first_losses = [curves(histories["auto"][k])[0]["train/loss"] for k in range(2)]
     assert first_losses[0] != first_losses[1]  # each fold's own values, not one fold's copied
+
+
+def test_fold_loggers_hand_wandb_no_anonymous_setting(tmp_path):
+    """Lightning's WandbLogger always passes anonymous=None, and wandb warns "The anonymous setting has no
+    effect" for any value given, once per process; the fold runs' logger leaves the unset argument out."""
+    from lightning.pytorch import loggers
+
+    from experiments.runner.wandb_logger import WandbLogger
+
+    assert loggers.WandbLogger(offline=True, save_dir=str(tmp_path))._wandb_init["anonymous"] is None  # the cause
+    assert "anonymous" not in WandbLogger(offline=True, save_dir=str(tmp_path))._wandb_init
+    assert "anonymous" in WandbLogger(offline=True, save_dir=str(tmp_path), anonymous=True)._wandb_init  # asked for
+    script = ("import sys\nfrom experiments.runner.wandb_logger import WandbLogger\n"
+              "WandbLogger(offline=True, save_dir=sys.argv[1], project='p').experiment.finish()\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "anonymous" not in result.stderr and list(tmp_path.glob("wandb/offline-run-*"))

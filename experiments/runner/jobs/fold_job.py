@@ -95,7 +95,7 @@ def fold_loggers(plan: RunPlan, run_dir: Path, k: int) -> list[dict[str, Any]]:
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(paths.dir), "name": "logs"}}
     ]
     if plan.wandb != "disabled":
-        loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger",
+        loggers.append({"class_path": "experiments.runner.wandb_logger.WandbLogger",
                         "init_args": fold_logger_args(plan, run_dir, k)})
     return loggers
 
