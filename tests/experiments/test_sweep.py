@@ -151,7 +151,8 @@ def test_a_study_takes_its_own_config_and_overrides(tiny_config, tmp_path, capsy
                                                "slurm", "--dry-run"], capsys)
     assert code == 0, err
     assert SweepSettings.load(output).loso_overrides == base
-    assert SweepSettings.load(output).spec(output).trial_args({LAMBDA_AU: 1.0})[:4] == base
+    args = SweepSettings.load(output).spec(output).trial_args({LAMBDA_AU: 1.0})
+    assert args[args.index("--config"):][:4] == base and args.count("--config") == 1
     code, _, err = run_in_process(mer_main, ["sweep", str(spec), "--config", str(tiny_config), "--output", str(output),
                                              "--launcher", "slurm", "--dry-run"], capsys)
     assert code == 2 and err.count("\n") == 1 and "base options" in err

@@ -114,7 +114,7 @@ def test_a_crashing_worker_is_retried_once_then_named(tmp_path, cache_dir, monke
     monkeypatch.setenv("MER_TEST_CRASH_LOG", str(tmp_path / "crashes.txt"))
     config = write_config(tmp_path, cache_dir, data_class="tests.runner.test_runner_plan.CrashingFold")
     with pytest.raises(MERError, match=r"1 fold\(s\) failed twice: fold 1 \(subject s01\): worker exit code -9"):
-        run_loso(config, LosoOptions.of(output=output, folds="1", workers=2, wandb="disabled"))
+        run_loso(config, LosoOptions.of(output=output, folds="1", workers=2, wandb="disabled", fold_batch="off"))
     assert not (output / "folds" / "fold_001.csv").exists()
     assert (tmp_path / "crashes.txt").read_text().count("crash") == 2
 
