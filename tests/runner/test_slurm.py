@@ -28,8 +28,9 @@ EPOCHS = 16  # ~0.8 s per epoch on one thread: a fold trains long enough to be i
 
 
 def mer_loso(config: Path, output: Path, *options: str) -> None:
+    """One fold after another (``--fold-batch off``): the tests follow and interrupt single folds."""
     mer_main(["loso", "--config", str(config), "--trainer.max_epochs", str(EPOCHS), "--output", str(output),
-              "--threads-per-fold", "1", "--wandb", "disabled", *options])
+              "--threads-per-fold", "1", "--wandb", "disabled", "--fold-batch", "off", *options])
 
 
 SLURM_OPTIONS = ("--launcher", "slurm", "--cpus-per-task", "1", "--folds-per-task", "2", "--array-parallelism", "2",
@@ -92,6 +93,17 @@ def test_seeds_dry_run_writes_each_seeds_scripts_and_the_summary_job(tiny_config
     assert "#SBATCH --job-name=mer-seeds-seeds-summary" in text and "#SBATCH --cpus-per-task=1" in text
     assert f"sbatch --dependency=afterany:<their ids, colon-separated> {summary.resolve()}" in out
     assert subprocess.run(["bash", "-n", str(summary)]).returncode == 0
+
+
+def test_fold_tasks_train_in_fold_groups_by_default_and_the_mode_is_kept(tiny_config, tmp_path, capsys):
+    """Without --fold-batch, MEDN's fold tasks get the resolved default (auto) in their worker line and
+    run.json; a later launch of the same run keeps that mode."""
+    run_dir = tmp_path / "run"
+    for _ in range(2):
+        mer_main(["loso", "--config", str(tiny_config), "--trainer.max_epochs", "1", "--output", str(run_dir),
+                  "--wandb", "disabled", *SLURM_OPTIONS, "--dry-run"])
+        assert "--folds-per-task 2 --fold-batch auto" in (run_dir / "slurm" / "folds.sbatch").read_text()
+        assert json.loads((run_dir / "run.json").read_text())["fold_batch"] == "auto"
 
 
 @pytest.mark.slurm
