@@ -11,7 +11,6 @@ test samples (written before any training; a rerun whose plan differs is refused
 
 from __future__ import annotations
 
-import importlib
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -66,13 +65,9 @@ def fold_batch_refusal(config: RunConfig, options: LosoOptions) -> str | None:
         replace(options, batching=replace(options.batching, fold_batch="auto")).check_fold_batch_executor()
     except MERError as err:
         return str(err).split(";")[0].removeprefix("--fold-batch: ")
-    module, _, name = config.model_class_path.rpartition(".")
-    try:
-        model_class = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return None  # an unknown model is reported by the config's instantiation
-    if getattr(model_class, "fold_batch_equivalence", None) is None:
-        return f"{name}'s fold-batched results have not been shown equivalent to one fold after another"
+    model_class = config.model_class()
+    if model_class is not None and getattr(model_class, "fold_batch_equivalence", None) is None:
+        return f"{model_class.__name__}'s fold-batched results have not been shown equivalent to one fold after another"
     return None
 
 

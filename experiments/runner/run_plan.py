@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -59,6 +60,15 @@ class RunConfig:
     @property
     def model_class_path(self) -> str:
         return str((self.values.get("model") or {}).get("class_path", ""))
+
+    def model_class(self) -> type | None:
+        """The class ``model.class_path`` names (None when it cannot be imported: the config's
+        instantiation reports that, with the CLI's own message)."""
+        module, _, name = self.model_class_path.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError):
+            return None
 
     @property
     def seed(self) -> int:

@@ -3,11 +3,14 @@ selections, config differences, array-task chunks, the DDP prediction merge, a c
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import yaml
 
 from datamodules import SyntheticDataModule
 from datamodules.errors import MERError
@@ -17,6 +20,7 @@ from experiments.runner.pooling import finish_command
 from experiments.runner.fold_selection import format_folds, parse_folds
 from experiments.runner.jobs.rank_gather import merge_rank_predictions
 from experiments.runner.options import LosoOptions
+from experiments.runner.planning import resolve_fold_batch
 from experiments.runner.run_plan import RunPlan, config_differences
 from experiments.runner.executors.worker import task_folds
 
@@ -128,3 +132,41 @@ def test_finish_command_repeats_the_executor_options_the_run_was_started_with(tm
     on_gpus = LosoOptions.of(devices="0,1", folds_per_device=2).executor_arguments()
     assert on_gpus == ["--devices", "0,1", "--folds-per-device", "2"]
     assert LosoOptions().executor_arguments() == []
+
+
+@pytest.mark.parametrize("model, expected, note", [
+    ("lightning_modules.MEDN", "auto", None),
+    ("lightning_modules.STSTNet", "auto", None),
+    ("lightning_modules.LFDTCMEN", "off", "LFDTCMEN's fold-batched results have not been shown equivalent"),
+    ("lightning_modules.Xie2022", "off", "Xie2022"),
+])
+def test_fold_batching_is_the_default_only_for_models_shown_equivalent(tmp_path, capsys, model, expected, note):
+    config = yaml.safe_dump({"trainer": {"devices": 1}, "model": {"class_path": model}})
+    resolved = resolve_fold_batch(config, LosoOptions.of(), [tmp_path / "new_run"])
+    assert resolved.batching.fold_batch == expected
+    err = capsys.readouterr().err
+    if note is None:
+        assert err == ""
+    else:
+        assert err.startswith("note: folds train one at a time (--fold-batch off): ") and note in err
+        assert err.count("\n") == 1
+
+
+def test_a_resumed_run_keeps_its_recorded_fold_batching_and_a_given_flag_wins(tmp_path, capsys):
+    medn = yaml.safe_dump({"trainer": {"devices": 1}, "model": {"class_path": "lightning_modules.MEDN"}})
+    plan = RunPlan(config_hash="abc", n_folds=2, folds=[0, 1], test_subjects={0: ["s0"], 1: ["s1"]},
+                   class_names=["a", "b"], base_seed=0, threads_per_fold=1)
+    for recorded in ("off", "3"):
+        run_dir = tmp_path / recorded
+        run_dir.mkdir()
+        replace(plan, fold_batch=recorded).save(run_dir, medn)
+        assert resolve_fold_batch(medn, LosoOptions.of(), [run_dir]).batching.fold_batch == recorded
+        assert resolve_fold_batch(medn, LosoOptions.of(fold_batch="auto"), [run_dir]).batching.fold_batch == "auto"
+    older = tmp_path / "older"  # a run.json written before the field existed: one fold after another
+    older.mkdir()
+    plan.save(older, medn)
+    values = json.loads((older / "run.json").read_text())
+    del values["fold_batch"]
+    (older / "run.json").write_text(json.dumps(values))
+    assert resolve_fold_batch(medn, LosoOptions.of(), [older]).batching.fold_batch == "off"
+    assert capsys.readouterr().err == ""

@@ -19,7 +19,6 @@ then. Each fold's training curves go to its own W&B run, as on the sequential pa
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import os
@@ -90,12 +89,9 @@ def check_fold_batch(config: RunConfig) -> None:
                        "one fold would skip every fold's step); use --trainer.precision bf16-mixed or 32, or --fold-batch off")
     if config.val_subjects:
         raise MERError(NO_INNER_VALIDATION)
-    module, _, name = config.model_class_path.rpartition(".")
-    try:
-        model_class = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return  # an unknown model is reported by the config's instantiation, with the CLI's own message
-    check_fold_batchable(model_class)
+    model_class = config.model_class()
+    if model_class is not None:
+        check_fold_batchable(model_class)
 
 
 def started_groups(run_dir: Path, folds: list[int]) -> list[list[int]]:
