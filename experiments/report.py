@@ -55,6 +55,12 @@ def build_parser() -> ArgumentParser:
                         help="PNG of the confusion matrices (default: OUTPUT's name + .confusion.png, "
                              "or report.confusion.png here)")
     parser.add_argument("--digits", type=int, default=4, help="decimals of the metrics")
+    parser.add_argument("--columns", default=None, metavar="KEYS",
+                        help="the config keys shown as columns, comma-separated, e.g. model or lambda_au,lr (default: "
+                             "every key whose value differs between rows; 'none': none). Rows are still the "
+                             "groups of runs that differ only in seed")
+    parser.add_argument("--metrics", default="uf1,uar,acc", metavar="NAMES",
+                        help="the metric columns, comma-separated, from uf1, uar, acc")
     return parser
 
 
@@ -100,8 +106,10 @@ def run(args: Namespace) -> None:
     if args.output is not None:
         check_output_file(args.output)
     check_output_file(confusion, "--confusion")
+    metrics = parse_metrics(args.metrics)
     runs = load_runs(args.dirs)
-    table = build_table(runs, args.by)
+    table = build_table(runs, args.by, None if args.columns is None else split_names(args.columns, "none"))
+    table.metrics = metrics
     text = format_table(table, args.format, args.digits)
     print(text, end="")
     if args.output is not None:
@@ -112,6 +120,21 @@ def run(args: Namespace) -> None:
     with writing_into(confusion, "--confusion"):
         plot_confusions(table, confusion)
     print(f"confusion matrices: {confusion}", file=sys.stderr)
+
+
+def split_names(text: str, empty: str = "") -> list[str]:
+    """'a, b' -> ['a', 'b']; `empty` (e.g. 'none') -> []."""
+    return [] if text.strip() == empty else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def parse_metrics(text: str) -> list[tuple[str, str]]:
+    """``--metrics``: (key, header) pairs in the order given."""
+    known = dict(METRICS)
+    names = split_names(text)
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise MERError(f"--metrics {text}: give metric names from {', '.join(known)}, comma-separated")
+    return [(name, known[name]) for name in names]
 
 
 def find_runs(directory: Path) -> list[Path]:
@@ -176,12 +199,13 @@ class Table:
     groups: list[Group]
     columns: dict[str, str]  # differing config key -> column name, in column order
     scopes: list[str]  # 'all', then databases / test sets
+    metrics: list[tuple[str, str]] = field(default_factory=lambda: list(METRICS))  # (key, header) shown
 
 
-def build_table(runs: list[Run], by: str | None) -> Table:
-    """Group the runs, find the differing keys and name them, order the rows."""
+def build_table(runs: list[Run], by: str | None, columns: list[str] | None = None) -> Table:
+    """Group the runs, find the differing keys and name them (or name `columns`), order the rows."""
     keys = sorted({key for run in runs for key in run.config})
-    by_key = resolve_key(by, keys) if by else None
+    by_key = resolve_key(by, keys, "--by") if by else None
     seeds = [key for key in SEED_KEYS if key != by_key]
     compared = [key for key in keys if key not in seeds and key not in IGNORED_KEYS]
     groups: dict[str, Group] = {}
@@ -190,6 +214,8 @@ def build_table(runs: list[Run], by: str | None) -> Table:
         groups.setdefault(identity, Group([])).runs.append(run_)
     differing = [key for key in compared if len({json.dumps(g.runs[0].config.get(key), default=str)
                                                  for g in groups.values()}) > 1]
+    if columns is not None:
+        differing = list(dict.fromkeys(resolve_key(column, keys, "--columns") for column in columns))
     if by_key is not None:
         differing = [by_key] + [key for key in differing if key != by_key]
     names = short_names(differing, keys)
@@ -215,16 +241,17 @@ def _repeated_seeds(runs: list[Run], seeds: list[str]) -> list[Run]:
     return repeated
 
 
-def resolve_key(param: str, keys: list[str]) -> str:
-    """A full dotted key, or a dotted suffix naming exactly one key."""
-    if param in keys:
-        return param
+def resolve_key(param: str, keys: list[str], option: str) -> str:
+    """A full dotted key, or a dotted suffix naming exactly one key ('model' names model.class_path)."""
+    for candidate in (param, f"{param}.class_path"):
+        if candidate in keys:
+            return candidate
     matches = [key for key in keys if key.endswith("." + param)]
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise MERError(f"--by {param} is ambiguous: {', '.join(matches)}; give the full key")
-    raise MERError(f"--by {param}: no config key of these runs is named so (e.g. model.init_args.lr or lr)")
+        raise MERError(f"{option} {param} is ambiguous: {', '.join(matches)}; give the full key")
+    raise MERError(f"{option} {param}: no config key of these runs is named so (e.g. model.init_args.lr or lr)")
 
 
 def short_names(columns: list[str], keys: list[str]) -> dict[str, str]:
@@ -282,7 +309,7 @@ def param_cells(table: Table) -> dict[str, list[str]]:
 def metric_headers(table: Table) -> list[tuple[str, str, str]]:
     """(scope, metric key, header) of every metric column."""
     return [(scope, key, header if scope == "all" else f"{scope} {header}")
-            for scope in table.scopes for key, header in METRICS]
+            for scope in table.scopes for key, header in table.metrics]
 
 
 def format_table(table: Table, fmt: str, digits: int) -> str:

@@ -102,3 +102,22 @@ def test_a_row_that_would_count_a_seed_twice_is_refused(runs, capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1
     assert f"{repeat} repeat another run's config and seeds" in err and "count one seed twice" in err
     assert out == "" and not (tmp_path / "side.png").exists()
+
+
+def test_chosen_columns_and_metrics(runs, capsys, tmp_path):
+    real = json.loads((runs / "base" / "seed_0" / "metrics.json").read_text())
+    side = str(tmp_path / "side.png")
+    out, _ = report(runs, capsys, "--columns", "model", "--metrics", "uf1,uar", "--confusion", side)
+    lines = out.strip().splitlines()
+    assert [cell.strip() for cell in lines[0].strip("|").split("|")] == ["run", "model", "n", "UF1", "UAR"]
+    assert len(lines) == 4  # still one row per group of runs that differ only in seed (λ_au 0.5 and 1.0)
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in lines[2:]}
+    assert rows["sweep"][1] == real["config"]["model"]["class_path"].rsplit(".", 1)[-1]
+    assert rows["sweep"][3:] == [f"{OTHER['uf1']:.4f}", f"{OTHER['uar']:.4f}"]
+    out, _ = report(runs, capsys, "--columns", "none", "--metrics", "uar", "--format", "csv", "--confusion", side)
+    table = pd.read_csv(io.StringIO(out))
+    assert list(table.columns) == ["run", "n", "uar_mean", "uar_std", "dirs"]
+    for options, message in ((["--metrics", "uf1,f1"], "--metrics uf1,f1: give metric names from uf1, uar, acc"),
+                             (["--columns", "lamda_au"], "--columns lamda_au: no config key")):
+        code, _, err = run_in_process(mer_main, ["report", str(runs / "base"), *options, "--confusion", side], capsys)
+        assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1
