@@ -108,8 +108,7 @@ def run(args: Namespace) -> None:
     check_output_file(confusion, "--confusion")
     metrics = parse_metrics(args.metrics)
     runs = load_runs(args.dirs)
-    table = build_table(runs, args.by, None if args.columns is None else split_names(args.columns, "none"))
-    table.metrics = metrics
+    table = build_table(runs, args.by, None if args.columns is None else split_names(args.columns, "none"), metrics)
     text = format_table(table, args.format, args.digits)
     print(text, end="")
     if args.output is not None:
@@ -202,7 +201,8 @@ class Table:
     metrics: list[tuple[str, str]] = field(default_factory=lambda: list(METRICS))  # (key, header) shown
 
 
-def build_table(runs: list[Run], by: str | None, columns: list[str] | None = None) -> Table:
+def build_table(runs: list[Run], by: str | None, columns: list[str] | None = None,
+                metrics: list[tuple[str, str]] | None = None) -> Table:
     """Group the runs, find the differing keys and name them (or name `columns`), order the rows."""
     keys = sorted({key for run in runs for key in run.config})
     by_key = resolve_key(by, keys, "--by") if by else None
@@ -226,7 +226,7 @@ def build_table(runs: list[Run], by: str | None, columns: list[str] | None = Non
             raise MERError(f"{', '.join(map(str, repeated))} repeat another run's config and seeds: the mean ± std of "
                            "their row would count one seed twice; give each run once (or runs of other seeds)")
     ordered = sorted(groups.values(), key=lambda g: ([sort_key(g.params[key]) for key in differing], g.label))
-    return Table(ordered, names, ["all", *breakdown_scopes(runs)])
+    return Table(ordered, names, ["all", *breakdown_scopes(runs)], metrics or list(METRICS))
 
 
 def _repeated_seeds(runs: list[Run], seeds: list[str]) -> list[Run]:
